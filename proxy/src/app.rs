@@ -1,0 +1,134 @@
+//! Wiring: config → key ring, upstream, gateway → listeners → signal → drain.
+//! Everything that can be wrong with the config fails here, before a port is bound.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::admin::{self, Draining};
+use crate::config::{ConfigError, ProxyConfig};
+use crate::gateway::Gateway;
+use crate::server::{self, TlsSetupError};
+use crate::session::keyring::{self, KeyRing, KeyRingError, SharedKeyRing};
+use crate::session::{Lifetimes, SessionSealer};
+use crate::upstream::{Upstream, UpstreamSetupError};
+
+/// Why the proxy did not start. Each names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot read config file {path}: {error}")]
+    ConfigFile {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Config(#[from] ConfigError),
+    #[error("invalid config: session.keyring_file: {0}")]
+    KeyRing(#[from] KeyRingError),
+    #[error("invalid config: {0}")]
+    Upstream(#[from] UpstreamSetupError),
+    #[error("invalid config: {0}")]
+    Tls(#[from] TlsSetupError),
+    #[error("cannot listen on {0}")]
+    Bind(std::io::Error),
+}
+
+/// Reads and validates the config file, with the process environment's overrides.
+pub fn load_config(path: &Path) -> Result<ProxyConfig, StartError> {
+    let text = std::fs::read_to_string(path).map_err(|error| StartError::ConfigFile {
+        path: path.to_owned(),
+        error,
+    })?;
+    Ok(ProxyConfig::load(&text, |var| std::env::var(var).ok())?)
+}
+
+/// A proxy ready to bind: everything built and checked.
+pub struct App {
+    config: ProxyConfig,
+    ring: SharedKeyRing,
+    gateway: Arc<Gateway>,
+    tls: Option<TlsAcceptor>,
+}
+
+impl App {
+    pub fn build(config: ProxyConfig) -> Result<Self, StartError> {
+        let ring: SharedKeyRing = Arc::new(ArcSwap::from_pointee(KeyRing::read(
+            &config.session.keyring_file,
+        )?));
+        let lifetimes =
+            Lifetimes::from_hours(config.session.duration_hours, config.session.refresh_hours);
+        let sealer = SessionSealer::new(ring.clone(), config.session_cookie_name(), lifetimes);
+        let upstream = Upstream::new(&config.upstream)?;
+        let tls = config
+            .server
+            .tls
+            .as_ref()
+            .map(server::tls_acceptor)
+            .transpose()?;
+        let gateway = Arc::new(Gateway::new(&config, sealer, upstream));
+        Ok(Self {
+            config,
+            ring,
+            gateway,
+            tls,
+        })
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains: readiness off, wait `drain_delay`, close the
+    /// listener, let in-flight requests finish within `shutdown_grace`.
+    pub async fn run(self) -> Result<(), StartError> {
+        let server_config = &self.config.server;
+        let listener = server::bind(server_config.listen, "server.listen")
+            .await
+            .map_err(StartError::Bind)?;
+        let admin_listener = server::bind(server_config.admin_listen, "server.admin_listen")
+            .await
+            .map_err(StartError::Bind)?;
+
+        let draining = Draining::default();
+        tokio::spawn(admin::serve(admin_listener, draining.clone()));
+        tokio::spawn(keyring::watch_file(
+            self.config.session.keyring_file.clone(),
+            self.ring.clone(),
+            self.config.session.keyring_poll.0,
+        ));
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let drain_delay = server_config.drain_delay.0;
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested; readiness off");
+            draining.start();
+            tokio::time::sleep(drain_delay).await;
+            let _ = stop_tx.send(true);
+        });
+
+        tracing::info!(
+            listen = %server_config.listen,
+            admin = %server_config.admin_listen,
+            upstream = %self.config.upstream.url,
+            tls = self.tls.is_some(),
+            "vouchrs-proxy ready"
+        );
+        let drained = server::serve(listener, self.tls, self.gateway, server_config, stop_rx).await;
+        if !drained {
+            tracing::warn!("grace period over; closing remaining connections");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Invariant: installing a handler only fails outside a Tokio runtime with signal support.
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

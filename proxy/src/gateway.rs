@@ -1,0 +1,317 @@
+//! The request path, top to bottom in one place. Each stage is one call; the comment on it
+//! says why it sits where it does.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::config::{PathRule, ProxyConfig};
+use crate::metrics::{METRICS, SessionOutcome};
+use crate::session::cache::ValidatedCookies;
+use crate::session::{Rejected, Session, SessionSealer};
+use crate::upstream::Upstream;
+use crate::web::cookies::{self, CookieNames, ScannedCookies};
+use crate::web::headers::{self, HeaderRules, IdentityValues, Peer};
+use crate::web::path;
+use crate::web::respond::{self, ProxyBody, Refusal};
+
+/// A session that opened, with its identity headers built once and cached with it.
+pub struct Identity {
+    pub session: Session,
+    pub headers: IdentityValues,
+}
+
+impl Identity {
+    /// `None` when a claim cannot be a header value (then the session is treated as invalid).
+    fn new(session: Session) -> Option<Self> {
+        let header = |text: &str| HeaderValue::from_str(text).ok();
+        let headers = IdentityValues {
+            user: header(&session.user)?,
+            email: match &session.email {
+                Some(email) => Some(header(email)?),
+                None => None,
+            },
+            groups: if session.groups.is_empty() {
+                None
+            } else {
+                Some(header(&session.groups.join(","))?)
+            },
+        };
+        Some(Self { session, headers })
+    }
+}
+
+/// Everything a request needs, built once at startup and shared by all connections.
+pub struct Gateway {
+    sealer: SessionSealer,
+    validated: ValidatedCookies<Identity>,
+    cookie_names: CookieNames,
+    header_rules: HeaderRules,
+    upstream: Upstream,
+    auth_prefix: String,
+    skip_auth: Vec<PathRule>,
+    access_log: bool,
+}
+
+impl Gateway {
+    pub fn new(config: &ProxyConfig, sealer: SessionSealer, upstream: Upstream) -> Self {
+        Self {
+            validated: ValidatedCookies::new(u64::from(config.session.cache_kib) * 1024),
+            cookie_names: CookieNames::new(
+                config.session.cookie_name.as_str(),
+                config.session.secure,
+            ),
+            header_rules: HeaderRules::new(
+                &config.identity_headers,
+                config.server.trusted_proxies.clone(),
+            ),
+            auth_prefix: config.auth.prefix.as_str().to_owned(),
+            skip_auth: config.auth.skip_auth.clone(),
+            access_log: config.runtime.access_log,
+            sealer,
+            upstream,
+        }
+    }
+
+    pub fn header_rules(&self) -> &HeaderRules {
+        &self.header_rules
+    }
+
+    /// Handles one request from a client.
+    pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path_for_log = self.access_log.then(|| req.uri().path().to_owned());
+
+        let (response, outcome) = self.route(req, peer).await;
+
+        METRICS.response(response.status().as_u16(), started.elapsed());
+        if let Some(path) = path_for_log {
+            // Path only: queries can carry tokens, and cookies never appear here.
+            tracing::info!(
+                target: "vouchrs::access",
+                method = %method,
+                path = %path,
+                status = response.status().as_u16(),
+                micros = started.elapsed().as_micros() as u64,
+                session = outcome.label(),
+                peer = %peer.addr,
+            );
+        }
+        response
+    }
+
+    async fn route(
+        &self,
+        mut req: Request<Incoming>,
+        peer: &Peer,
+    ) -> (Response<ProxyBody>, SessionOutcome) {
+        let now = unix_now();
+        let html = respond::wants_html(req.headers());
+
+        // Compatibility route of the original Vouchrs; answered before any session work.
+        if req.uri().path() == "/ping" {
+            return (plain(StatusCode::OK, "OK"), SessionOutcome::Absent);
+        }
+
+        // Read our cookies once: the session to open, and whether the Cookie header must change.
+        let scanned = cookies::scan(req.headers(), &self.cookie_names);
+        let (identity, outcome, cache_hit) = self.open_session(&scanned, now);
+        let chunks = scanned.chunk_count();
+        let strip_cookies = scanned.needs_rewrite;
+        METRICS.session(outcome, cache_hit);
+
+        // Our own routes live under the auth prefix and never reach the upstream.
+        if self.is_auth_route(req.uri().path()) {
+            return (self.auth_route(&req, identity.as_deref(), html), outcome);
+        }
+
+        // No session: only canonical paths matching a skip rule go on, without identity.
+        if identity.is_none() && !self.skips_auth(req.uri().path()) {
+            let response = if html && matches!(*req.method(), Method::GET | Method::HEAD) {
+                let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+                respond::sign_in_redirect(&self.auth_prefix, target)
+            } else {
+                Refusal::Unauthenticated.respond(html)
+            };
+            return (response, outcome);
+        }
+
+        // Our cookies never reach the upstream; the rest of the Cookie header does.
+        if strip_cookies {
+            match cookies::upstream_cookie(req.headers(), &self.cookie_names) {
+                Some(value) => req.headers_mut().insert(header::COOKIE, value),
+                None => req.headers_mut().remove(header::COOKIE),
+            };
+        }
+
+        // A WebSocket handshake keeps its Upgrade through the header rules below.
+        let upgrade = websocket_upgrade(&req);
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+
+        // Identity and forwarding headers: spoofed ones out, ours in.
+        self.header_rules.prepare_request(
+            req.headers_mut(),
+            peer,
+            identity.as_ref().map(|i| &i.headers),
+        );
+        if let Some(protocol) = upgrade {
+            req.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            req.headers_mut().insert(header::UPGRADE, protocol);
+        }
+
+        // Forward; the upstream's answer streams back as it arrives.
+        self.upstream.retarget(&mut req);
+        let mut response = match self.upstream.send(req).await {
+            Ok(response) => response,
+            Err(failure) => {
+                METRICS.upstream_failure(failure);
+                let refusal = match failure {
+                    crate::metrics::UpstreamFailure::Timeout => Refusal::GatewayTimeout,
+                    _ => Refusal::BadGateway,
+                };
+                return (refusal.respond(html), outcome);
+            }
+        };
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if let (true, Some(client)) = (switching, client_upgrade) {
+            splice_upgrade(client, hyper::upgrade::on(&mut response));
+        }
+        headers::prepare_response(response.headers_mut(), switching);
+        let mut response = response.map(Either::Left);
+
+        // Sliding renewal: an old enough session gets a fresh cookie on the way back.
+        if let Some(identity) = &identity
+            && let Some(renewed) = self.sealer.renewal(&identity.session, now)
+        {
+            let sealed = self.sealer.seal(&renewed);
+            let max_age = renewed.expires_at - now;
+            for value in cookies::session_set_cookies(&self.cookie_names, &sealed, max_age, chunks)
+            {
+                response.headers_mut().append(header::SET_COOKIE, value);
+            }
+            METRICS.session_renewed();
+        }
+        (response, outcome)
+    }
+
+    /// Opens the first session cookie that is valid, consulting the cache first.
+    /// Returns the identity, the outcome for metrics, and whether the cache answered.
+    fn open_session(
+        &self,
+        scanned: &ScannedCookies<'_>,
+        now: u64,
+    ) -> (Option<Arc<Identity>>, SessionOutcome, bool) {
+        let ring = self.sealer.ring();
+        let generation = ring.generation();
+        let mut outcome = SessionOutcome::Absent;
+        for value in scanned.session_values() {
+            if let Some(hit) = self.validated.get(&value, now, generation) {
+                return (Some(hit), SessionOutcome::Valid, true);
+            }
+            match self.sealer.open_with(&ring, &value, now) {
+                Ok(session) => match Identity::new(session) {
+                    Some(identity) => {
+                        let identity = Arc::new(identity);
+                        self.validated.insert(
+                            &value,
+                            generation,
+                            identity.session.expires_at,
+                            identity.clone(),
+                        );
+                        return (Some(identity), SessionOutcome::Valid, false);
+                    }
+                    None => outcome = SessionOutcome::Invalid,
+                },
+                Err(Rejected::Expired) => outcome = SessionOutcome::Expired,
+                Err(Rejected::Invalid) if outcome == SessionOutcome::Absent => {
+                    outcome = SessionOutcome::Invalid
+                }
+                Err(Rejected::Invalid) => {}
+            }
+        }
+        (None, outcome, false)
+    }
+
+    fn is_auth_route(&self, path: &str) -> bool {
+        path.strip_prefix(self.auth_prefix.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
+    fn skips_auth(&self, raw_path: &str) -> bool {
+        path::canonical(raw_path)
+            .is_some_and(|p| self.skip_auth.iter().any(|rule| rule.matches(&p)))
+    }
+
+    /// Routes under the auth prefix. Login routes arrive with the OIDC and passkey stages.
+    fn auth_route(
+        &self,
+        req: &Request<Incoming>,
+        identity: Option<&Identity>,
+        html: bool,
+    ) -> Response<ProxyBody> {
+        let route = &req.uri().path()[self.auth_prefix.len()..];
+        match (route, identity) {
+            ("/userinfo", Some(identity)) => {
+                let s = &identity.session;
+                let body = serde_json::json!({
+                    "user": s.user,
+                    "email": s.email,
+                    "groups": s.groups,
+                    "method": s.method,
+                    "expires_at": s.expires_at,
+                });
+                respond::page(StatusCode::OK, "application/json", body.to_string())
+            }
+            ("/userinfo", None) => Refusal::Unauthenticated.respond(false),
+            _ => Refusal::NotFound.respond(html),
+        }
+    }
+}
+
+/// The requested protocol when this is an HTTP/1.1 `Connection: upgrade` request.
+fn websocket_upgrade(req: &Request<Incoming>) -> Option<HeaderValue> {
+    let wants = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if wants && req.version() == http::Version::HTTP_11 {
+        req.headers().get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// Joins the client's and the upstream's upgraded connections and copies both ways.
+fn splice_upgrade(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
+            tracing::debug!("upgrade abandoned by one side");
+            return;
+        };
+        let _ =
+            tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream))
+                .await;
+    });
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    respond::page(status, "text/plain; charset=utf-8", text.to_owned())
+}
+
+/// Seconds since the Unix epoch; the only clock the request path reads.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}

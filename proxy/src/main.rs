@@ -1,0 +1,99 @@
+//! `vouchrs-proxy`: load config (exit non-zero before binding on any error), build, serve,
+//! wait for a signal, drain.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vouchrs_proxy::app::{self, App};
+use vouchrs_proxy::session::keyring::{KeyId, generate_line};
+
+/// Vouchrs: a stateless, cookie-authenticated reverse proxy.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// The TOML config file (see config/proxy.example.toml).
+    #[arg(
+        long,
+        short,
+        env = "VOUCHRS_CONFIG",
+        default_value = "/etc/vouchrs/proxy.toml",
+        global = true
+    )]
+    config: PathBuf,
+    /// Validate the config (and the files it names), print the outcome, and exit.
+    #[arg(long)]
+    check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a new random key ring line (`ID KEY`). Put it first in the key ring file to
+    /// rotate: it seals from then on, older keys still open.
+    Keygen {
+        /// The key id; defaults to `k` and the current Unix time.
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Keygen { id }) = cli.command {
+        return keygen(id);
+    }
+
+    let built = app::load_config(&cli.config).and_then(|config| {
+        let runtime = config.runtime.clone();
+        App::build(config).map(|app| (app, runtime))
+    });
+    let (app, runtime) = match built {
+        Ok(built) => built,
+        Err(error) => {
+            eprintln!("vouchrs-proxy: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        println!("{}: config OK", cli.config.display());
+        return ExitCode::SUCCESS;
+    }
+
+    let _log = vouchrs_proxy::telemetry::init(&runtime);
+    let mut tokio = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = runtime.worker_threads {
+        tokio.worker_threads(threads.into());
+    }
+    let result = tokio
+        .enable_all()
+        .build()
+        .map_err(app::StartError::Bind)
+        .and_then(|rt| rt.block_on(app.run()));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "vouchrs-proxy failed");
+            eprintln!("vouchrs-proxy: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn keygen(id: Option<String>) -> ExitCode {
+    let id = id.unwrap_or_else(|| format!("k{}", vouchrs_proxy::gateway::unix_now()));
+    match KeyId::parse(&id)
+        .map_err(|e| e.to_string())
+        .and_then(|id| generate_line(&id).map_err(|e| e.to_string()))
+    {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("vouchrs-proxy keygen: {error}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Accepting client connections: a connection limit, optional TLS with ALPN, HTTP/1.1 and
+//! HTTP/2 on one port, and a graceful drain when asked to stop.
+
+use std::convert::Infallible;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{ServerConfig, TlsFiles};
+use crate::gateway::Gateway;
+use crate::metrics::METRICS;
+
+/// Why TLS could not be set up from the configured files.
+#[derive(Debug, thiserror::Error)]
+#[error("server.tls: {0}")]
+pub struct TlsSetupError(String);
+
+/// A rustls acceptor offering HTTP/2 and HTTP/1.1 by ALPN.
+pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsSetupError> {
+    let fail = |what: &std::path::Path, e: &dyn std::fmt::Display| {
+        TlsSetupError(format!("{}: {e}", what.display()))
+    };
+    let certs = CertificateDer::pem_file_iter(&files.cert_file)
+        .map_err(|e| fail(&files.cert_file, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(&files.cert_file, &e))?;
+    let key =
+        PrivateKeyDer::from_pem_file(&files.key_file).map_err(|e| fail(&files.key_file, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| TlsSetupError(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves `listener` until `stop` turns true, then lets open connections finish for up to
+/// `shutdown_grace`. Returns false when connections were still open as the grace ran out.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    gateway: Arc<Gateway>,
+    config: &ServerConfig,
+    mut stop: watch::Receiver<bool>,
+) -> bool {
+    let builder = connection_builder(config);
+    let limit = Arc::new(Semaphore::new(config.max_connections as usize));
+    let graceful = GracefulShutdown::new();
+    let handshake_timeout = config.header_read_timeout.0;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+
+    loop {
+        let (stream, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = stop.wait_for(|stopping| *stopping) => break,
+        };
+        // Over the limit: close at once rather than queue work we cannot do.
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            METRICS.connection_refused();
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let peer = Arc::new(gateway.header_rules().peer(addr.ip(), scheme));
+        let gateway = gateway.clone();
+        let service = service_fn(move |req: hyper::Request<Incoming>| {
+            let gateway = gateway.clone();
+            let peer = peer.clone();
+            async move { Ok::<_, Infallible>(gateway.handle(req, &peer).await) }
+        });
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            METRICS.connection_opened();
+            match tls {
+                None => serve_connection(&builder, stream, service, watcher).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(&builder, stream, service, watcher).await
+                        }
+                        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+            }
+            METRICS.connection_closed();
+            drop(permit);
+        });
+    }
+
+    drop(listener);
+    let open = graceful.count();
+    tracing::info!(connections = open, "listener closed; draining");
+    tokio::time::timeout(config.shutdown_grace.0, graceful.shutdown())
+        .await
+        .is_ok()
+}
+
+async fn serve_connection<I, S>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    watcher: Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<Incoming>,
+            Response = hyper::Response<crate::web::respond::ProxyBody>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(error) = watcher.watch(connection.into_owned()).await {
+        tracing::debug!(%error, "client connection ended with an error");
+    }
+}
+
+fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout.0)
+        .max_buf_size(config.max_header_bytes as usize)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(config.max_header_bytes)
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// Binds a listener, naming the config key in the error.
+pub async fn bind(addr: std::net::SocketAddr, key: &str) -> io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("{key} = {addr}: {e}")))
+}

@@ -1,0 +1,320 @@
+//! Request and response header rules between client and upstream: hop-by-hop headers
+//! (RFC 9110 §7.6.1), identity headers nobody but us may set, and `X-Forwarded-*` believed
+//! only from trusted proxies.
+//!
+//! Header names arrive lowercased (HTTP/2 requires it, hyper does it for HTTP/1.1), so the only
+//! spelling variant left to catch is `_` for `-`: `X_Auth_Request_User` reaches many
+//! frameworks (CGI, WSGI, Rack, PHP) as the same variable as `X-Auth-Request-User`.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+use crate::config::IdentityHeaders;
+
+/// Headers that describe one connection and never cross the proxy.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Headers the client may only send through a trusted proxy.
+const FORWARDING: [&str; 7] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-real-ip",
+];
+
+/// Decided once from the config.
+#[derive(Debug, Clone)]
+pub struct HeaderRules {
+    pub user: HeaderName,
+    pub email: HeaderName,
+    pub groups: HeaderName,
+    trusted_proxies: Vec<IpNet>,
+}
+
+/// The identity the upstream is told about, as ready-made header values.
+#[derive(Debug, Clone)]
+pub struct IdentityValues {
+    pub user: HeaderValue,
+    pub email: Option<HeaderValue>,
+    pub groups: Option<HeaderValue>,
+}
+
+/// What the connection knows about the client, computed once per connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: IpAddr,
+    pub addr_value: HeaderValue,
+    pub trusted: bool,
+    /// `http` or `https`: how the client reached us.
+    pub scheme: &'static str,
+}
+
+impl HeaderRules {
+    pub fn new(names: &IdentityHeaders, trusted_proxies: Vec<IpNet>) -> Self {
+        // Invariant: HeaderNameText only holds lowercase letters, digits and `-`.
+        let name = |n: &crate::config::HeaderNameText| {
+            HeaderName::from_bytes(n.as_str().as_bytes()).expect("checked at load")
+        };
+        Self {
+            user: name(&names.user),
+            email: name(&names.email),
+            groups: name(&names.groups),
+            trusted_proxies,
+        }
+    }
+
+    pub fn peer(&self, addr: IpAddr, scheme: &'static str) -> Peer {
+        let addr = addr.to_canonical();
+        Peer {
+            addr,
+            // Invariant: an IP address prints as ASCII digits, dots, colons and hex.
+            addr_value: HeaderValue::from_str(&addr.to_string()).expect("IP text"),
+            trusted: self.trusted_proxies.iter().any(|net| net.contains(&addr)),
+            scheme,
+        }
+    }
+
+    /// Readies client request headers for the upstream, in place: drops hop-by-hop headers,
+    /// every variant of our identity headers, untrusted forwarding headers; then adds the
+    /// identity (if any) and `X-Forwarded-For/Proto/Host`.
+    pub fn prepare_request(
+        &self,
+        headers: &mut HeaderMap,
+        peer: &Peer,
+        identity: Option<&IdentityValues>,
+    ) {
+        let mut doomed: Vec<HeaderName> = Vec::new();
+        for name in headers.keys() {
+            let n = name.as_str();
+            let drop = is_hop_by_hop(n)
+                || self.is_identity(n)
+                || (!peer.trusted && FORWARDING.iter().any(|f| eq_dash_underscore(n, f)));
+            if drop {
+                doomed.push(name.clone());
+            }
+        }
+        // Headers named in `Connection` are hop-by-hop too (only meaningful for HTTP/1.1).
+        for value in headers.get_all(header::CONNECTION) {
+            for token in value.to_str().unwrap_or("").split(',') {
+                if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes())
+                    && !matches!(name.as_str(), "close" | "keep-alive" | "upgrade")
+                {
+                    doomed.push(name);
+                }
+            }
+        }
+        for name in doomed {
+            headers.remove(name);
+        }
+
+        if let Some(id) = identity {
+            headers.insert(self.user.clone(), id.user.clone());
+            if let Some(email) = &id.email {
+                headers.insert(self.email.clone(), email.clone());
+            }
+            if let Some(groups) = &id.groups {
+                headers.insert(self.groups.clone(), groups.clone());
+            }
+        }
+
+        self.add_forwarding(headers, peer);
+    }
+
+    fn add_forwarding(&self, headers: &mut HeaderMap, peer: &Peer) {
+        const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+        const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+        const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+        // A trusted proxy's list is extended; anyone else's was removed above.
+        let chain = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
+            Some(prior) if peer.trusted => {
+                HeaderValue::from_str(&format!("{prior}, {}", peer.addr)).ok()
+            }
+            _ => None,
+        };
+        headers.insert(XFF, chain.unwrap_or_else(|| peer.addr_value.clone()));
+        if !headers.contains_key(&XFP) {
+            headers.insert(XFP, HeaderValue::from_static(peer.scheme));
+        }
+        if !headers.contains_key(&XFH)
+            && let Some(host) = headers.get(header::HOST).cloned()
+        {
+            headers.insert(XFH, host);
+        }
+    }
+
+    fn is_identity(&self, name: &str) -> bool {
+        [&self.user, &self.email, &self.groups]
+            .iter()
+            .any(|ours| eq_dash_underscore(name, ours.as_str()))
+    }
+}
+
+/// Drops hop-by-hop headers from an upstream response (a `101` keeps its `Upgrade`).
+pub fn prepare_response(headers: &mut HeaderMap, switching_protocols: bool) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        let n = name.as_str();
+        if is_hop_by_hop(n) && !(switching_protocols && (n == "upgrade" || n == "connection")) {
+            doomed.push(name.clone());
+        }
+    }
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+fn is_hop_by_hop(name: &str) -> bool {
+    // `transfer-encoding` is framing: hyper sets it for each side itself.
+    name == "transfer-encoding" || HOP_BY_HOP.iter().any(|h| eq_dash_underscore(name, h))
+}
+
+/// Compares a lowercase header name with one of ours, treating `_` as `-`.
+fn eq_dash_underscore(name: &str, ours: &str) -> bool {
+    name.len() == ours.len()
+        && name
+            .bytes()
+            .zip(ours.bytes())
+            .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(trusted: &[&str]) -> HeaderRules {
+        HeaderRules::new(
+            &IdentityHeaders::default(),
+            trusted.iter().map(|t| t.parse().unwrap()).collect(),
+        )
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn identity() -> IdentityValues {
+        IdentityValues {
+            user: HeaderValue::from_static("alice"),
+            email: Some(HeaderValue::from_static("alice@example.com")),
+            groups: None,
+        }
+    }
+
+    #[test]
+    fn spoofed_identity_headers_are_stripped_in_every_spelling() {
+        let r = rules(&[]);
+        let mut h = map(&[
+            ("x-auth-request-user", "mallory"),
+            ("X_Auth_Request_User", "mallory"),
+            ("x-auth-request-email", "m@evil"),
+            ("x-auth-request-email", "m2@evil"),
+            ("x_auth_request_groups", "admin"),
+            ("accept", "text/html"),
+        ]);
+        let peer = r.peer("192.0.2.1".parse().unwrap(), "https");
+        r.prepare_request(&mut h, &peer, Some(&identity()));
+        assert_eq!(
+            h.get_all("x-auth-request-user").iter().collect::<Vec<_>>(),
+            ["alice"]
+        );
+        assert_eq!(
+            h.get_all("x-auth-request-email").iter().collect::<Vec<_>>(),
+            ["alice@example.com"]
+        );
+        assert!(!h.keys().any(|k| k.as_str().contains('_')));
+        assert!(h.get("x-auth-request-groups").is_none());
+        assert_eq!(h["accept"], "text/html");
+    }
+
+    #[test]
+    fn forwarding_headers_from_strangers_are_replaced() {
+        let r = rules(&["10.0.0.0/8"]);
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x_forwarded_for", "5.6.7.8"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
+            ("host", "app.example.com"),
+        ]);
+        r.prepare_request(&mut h, &r.peer("192.0.2.7".parse().unwrap(), "http"), None);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "app.example.com");
+        assert!(h.get("forwarded").is_none() && h.get("x-real-ip").is_none());
+    }
+
+    #[test]
+    fn forwarding_headers_from_trusted_proxies_are_extended() {
+        let r = rules(&["10.0.0.0/8"]);
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        r.prepare_request(&mut h, &r.peer("10.1.2.3".parse().unwrap(), "http"), None);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_go() {
+        let r = rules(&[]);
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "gzip"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic eA=="),
+            ("transfer-encoding", "chunked"),
+            ("x-kept", "1"),
+        ]);
+        r.prepare_request(
+            &mut h,
+            &r.peer("::ffff:127.0.0.1".parse().unwrap(), "http"),
+            None,
+        );
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept", "x-forwarded-for", "x-forwarded-proto"]);
+        assert_eq!(
+            h["x-forwarded-for"], "127.0.0.1",
+            "mapped IPv4 printed canonically"
+        );
+    }
+
+    #[test]
+    fn responses_lose_hop_by_hop_but_101_keeps_upgrade() {
+        let mut h = map(&[
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+        ]);
+        prepare_response(&mut h, true);
+        assert_eq!(h.len(), 4);
+        prepare_response(&mut h, false);
+        assert_eq!(h.get_all("set-cookie").iter().count(), 2);
+        assert_eq!(h.len(), 2);
+    }
+}
