@@ -1,0 +1,318 @@
+//! The real binary forwarding to a real upstream over TCP: what goes through unchanged,
+//! streaming, HTTP/2, WebSocket, limits and upstream failures.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use common::upstream::{TestUpstream, Zeros};
+use common::{Extra, Proxy, client, get, raw_request, send};
+
+#[tokio::test]
+async fn method_path_and_query_reach_the_upstream_byte_for_byte() {
+    let upstream = TestUpstream::start().await;
+    let proxy = Proxy::start(&upstream.url(), Extra::default());
+    let cookie = proxy.cookie_for("alice");
+    let c = client();
+    let target = "/a%2Fb/c%20d/%E2%9C%93?z=1&a=2&a=1&x=%26%3D";
+    for method in [
+        Method::GET,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+    ] {
+        let r = send(
+            &c,
+            method.clone(),
+            &proxy.url(target),
+            &[("cookie", &cookie)],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        let echo = r.json();
+        assert_eq!(echo["method"], method.as_str());
+        assert_eq!(echo["target"], target);
+        assert_eq!(echo["version"], "HTTP/1.1");
+    }
+}
+
+#[tokio::test]
+async fn fifty_megabytes_stream_both_ways_without_buffering() {
+    const SIZE: usize = 50 * 1024 * 1024;
+    let upstream = TestUpstream::start().await;
+    let proxy = Proxy::start(&upstream.url(), Extra::default());
+    let cookie = proxy.cookie_for("alice");
+
+    let upload_client: Client<_, Zeros> = Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::put(proxy.url("/upload"))
+        .header("cookie", &cookie)
+        .body(Zeros { left: SIZE })
+        .unwrap();
+    let response = upload_client.request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let echo: serde_json::Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(echo["bytes"], SIZE);
+    assert!(
+        echo["frames"].as_u64().unwrap() > 10,
+        "arrived in pieces: {echo}"
+    );
+
+    let c = client();
+    let request = Request::get(proxy.url(&format!("/download?bytes={SIZE}")))
+        .header("cookie", &cookie)
+        .body(Default::default())
+        .unwrap();
+    let response = c.request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["transfer-encoding"],
+        "chunked",
+        "chunked framing passes through"
+    );
+    let mut body = response.into_body();
+    let mut received = 0;
+    while let Some(frame) = body.frame().await {
+        received += frame.unwrap().into_data().map(|d| d.len()).unwrap_or(0);
+    }
+    assert_eq!(received, SIZE);
+
+    // A proxy that buffered a body whole would have peaked above 50 MB.
+    let peak = proxy.peak_rss_kib();
+    assert!(peak < 40 * 1024, "peak RSS {peak} KiB");
+}
+
+#[tokio::test]
+async fn http2_clients_are_served_over_prior_knowledge() {
+    let upstream = TestUpstream::start().await;
+    let proxy = Proxy::start(&upstream.url(), Extra::default());
+    let cookie = proxy.cookie_for("alice");
+    let h2: common::TestClient = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let r = get(
+        &h2,
+        &proxy.url("/h2?x=1"),
+        &[("cookie", &cookie), ("cookie", "app=1")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let echo = r.json();
+    assert_eq!(echo["version"], "HTTP/1.1", "the upstream side is HTTP/1.1");
+    assert_eq!(echo["target"], "/h2?x=1");
+    assert_eq!(
+        r.upstream_saw("host"),
+        [proxy.addr.to_string()],
+        "`:authority` became Host"
+    );
+    assert_eq!(
+        r.upstream_saw("cookie"),
+        ["app=1"],
+        "split cookie headers joined, ours removed"
+    );
+}
+
+#[tokio::test]
+async fn websocket_upgrades_pass_through() {
+    let upstream = TestUpstream::start().await;
+    let proxy = Proxy::start(&upstream.url(), Extra::default());
+    let cookie = proxy.cookie_for("alice");
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{}/ws",
+            proxy.addr
+        ))
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", cookie.parse().unwrap());
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    for text in ["hello", "world"] {
+        ws.send(text.into()).await.unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(echoed.into_text().unwrap(), text);
+    }
+
+    // Without a session the handshake is refused, not upgraded.
+    let request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/ws", proxy.addr),
+    )
+    .unwrap();
+    let err = tokio_tungstenite::connect_async(request).await.unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+}
+
+#[tokio::test]
+async fn repeated_set_cookie_and_redirects_come_back_untouched() {
+    let upstream = TestUpstream::start().await;
+    let proxy = Proxy::start(&upstream.url(), Extra::default());
+    let cookie = proxy.cookie_for("alice");
+    let c = client();
+    let r = get(&c, &proxy.url("/cookies"), &[("cookie", &cookie)]).await;
+    let set: Vec<_> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(set, ["a=1; Path=/", "b=2; Path=/; HttpOnly", "c=3"]);
+
+    let r = get(&c, &proxy.url("/redirect"), &[("cookie", &cookie)]).await;
+    assert_eq!(
+        r.status,
+        StatusCode::FOUND,
+        "redirects are the client's to follow"
+    );
+    assert_eq!(r.headers["location"], "/elsewhere");
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431_and_the_proxy_stays_up() {
+    let upstream = TestUpstream::start().await;
+    let proxy = Proxy::start(
+        &upstream.url(),
+        Extra {
+            server: "max_header_bytes = 16384",
+            ..Extra::default()
+        },
+    );
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    let reply = raw_request(proxy.addr, &huge).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    let many = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        "Cookie: x=1\r\n".repeat(2000)
+    );
+    let reply = raw_request(proxy.addr, &many).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    let ok = raw_request(
+        proxy.addr,
+        "GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+}
+
+#[tokio::test]
+async fn dead_upstream_is_502_and_slow_upstream_is_504() {
+    let dead_port = common::free_port();
+    let proxy = Proxy::start(&format!("http://127.0.0.1:{dead_port}"), Extra::default());
+    let cookie = proxy.cookie_for("alice");
+    let c = client();
+    let r = get(
+        &c,
+        &proxy.url("/"),
+        &[("cookie", &cookie), ("accept", "text/html")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert!(String::from_utf8_lossy(&r.body).contains("<h1>502 Bad Gateway</h1>"));
+    let r = get(
+        &c,
+        &proxy.url("/"),
+        &[("cookie", &cookie), ("accept", "application/json")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.json()["error"], "bad_gateway");
+
+    let upstream = TestUpstream::start().await;
+    let extra = Extra {
+        upstream: "response_timeout = \"500ms\"".into(),
+        ..Extra::default()
+    };
+    let proxy = Proxy::start(&upstream.url(), extra);
+    let cookie = proxy.cookie_for("alice");
+    let r = get(&c, &proxy.url("/delay?ms=3000"), &[("cookie", &cookie)]).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(r.json()["error"], "gateway_timeout");
+    let metrics = proxy.metrics();
+    assert!(
+        metrics.contains("vouchrs_upstream_failures_total{kind=\"timeout\"} 1"),
+        "{metrics}"
+    );
+    // The next request on a healthy path still works.
+    let r = get(&c, &proxy.url("/delay?ms=1"), &[("cookie", &cookie)]).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn https_with_alpn_serves_http2_and_http1() {
+    let upstream = TestUpstream::start().await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let server = format!(
+        "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"",
+        cert_path.display(),
+        key_path.display()
+    );
+    let extra = Extra {
+        server: Box::leak(server.into_boxed_str()),
+        ..Extra::default()
+    };
+    let proxy = Proxy::start(&upstream.url(), extra);
+    let cookie = proxy.cookie_for("alice");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let url = format!("https://localhost:{}/tls", proxy.addr.port());
+    for (http2, version) in [
+        (true, http::Version::HTTP_2),
+        (false, http::Version::HTTP_11),
+    ] {
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.clone())
+            .https_only();
+        let connector = if http2 {
+            builder.enable_http2().build()
+        } else {
+            builder.enable_http1().build()
+        };
+        let c: Client<_, http_body_util::Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build(connector);
+        let request = Request::get(&url)
+            .header("cookie", &cookie)
+            .body(Default::default())
+            .unwrap();
+        let response = c.request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.version(), version, "ALPN picked {version:?}");
+        let echo: serde_json::Value =
+            serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes())
+                .unwrap();
+        let proto = echo["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p[0] == "x-forwarded-proto")
+            .unwrap()[1]
+            .clone();
+        assert_eq!(proto, "https");
+    }
+}
