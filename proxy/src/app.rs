@@ -49,6 +49,7 @@ pub fn load_config(path: &Path) -> Result<ProxyConfig, StartError> {
 pub struct App {
     config: ProxyConfig,
     ring: SharedKeyRing,
+    sealer: SessionSealer,
     gateway: Arc<Gateway>,
     tls: Option<TlsAcceptor>,
 }
@@ -68,13 +69,19 @@ impl App {
             .as_ref()
             .map(server::tls_acceptor)
             .transpose()?;
-        let gateway = Arc::new(Gateway::new(&config, sealer, upstream));
+        let gateway = Arc::new(Gateway::new(&config, sealer.clone(), upstream));
         Ok(Self {
             config,
             ring,
+            sealer,
             gateway,
             tls,
         })
+    }
+
+    /// The sealer of this config's sessions (for `mint-session`).
+    pub fn sealer(&self) -> &SessionSealer {
+        &self.sealer
     }
 
     /// Serves until SIGTERM or SIGINT, then drains: readiness off, wait `drain_delay`, close the

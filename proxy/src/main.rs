@@ -37,13 +37,31 @@ enum Command {
         #[arg(long)]
         id: Option<String>,
     },
+    /// Print a `Cookie` header value with a session sealed by the configured key ring, for
+    /// demos and smoke tests. Anyone who can read the key ring can do this; keep it secret.
+    MintSession {
+        /// The user id sent upstream.
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        email: Option<String>,
+        /// Comma-separated groups.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Keygen { id }) = cli.command {
-        return keygen(id);
-    }
+    let mint = match cli.command {
+        Some(Command::Keygen { id }) => return keygen(id),
+        Some(Command::MintSession {
+            user,
+            email,
+            groups,
+        }) => Some((user, email, groups)),
+        None => None,
+    };
 
     let built = app::load_config(&cli.config).and_then(|config| {
         let runtime = config.runtime.clone();
@@ -56,6 +74,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some((user, email, groups)) = mint {
+        let sealer = app.sealer();
+        let session = sealer.start(
+            user,
+            email,
+            groups,
+            "minted".into(),
+            vouchrs_proxy::gateway::unix_now(),
+        );
+        println!("{}={}", sealer.cookie_name(), sealer.seal(&session));
+        return ExitCode::SUCCESS;
+    }
     if cli.check_config {
         println!("{}: config OK", cli.config.display());
         return ExitCode::SUCCESS;

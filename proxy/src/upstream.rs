@@ -110,16 +110,28 @@ impl Upstream {
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamFailure::Timeout),
             Ok(Err(e)) if e.is_connect() => {
-                tracing::warn!(error = %e, "upstream connect failed");
+                tracing::warn!(error = %error_chain(&e), "upstream connect failed");
                 Err(UpstreamFailure::Connect)
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "upstream request failed");
+                tracing::warn!(error = %error_chain(&e), "upstream request failed");
                 Err(UpstreamFailure::Protocol)
             }
             Ok(Ok(response)) => Ok(response),
         }
     }
+}
+
+/// An error with its sources, e.g. `client error (Connect): invalid peer certificate: UnknownIssuer`.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, UpstreamSetupError> {

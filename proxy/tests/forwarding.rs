@@ -316,3 +316,136 @@ async fn https_with_alpn_serves_http2_and_http1() {
         assert_eq!(proto, "https");
     }
 }
+
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    use std::io::{Read, Write};
+    let upstream = TestUpstream::start().await;
+    let proxy = Proxy::start(
+        &upstream.url(),
+        Extra {
+            server: "header_read_timeout = \"1s\"",
+            ..Extra::default()
+        },
+    );
+    let mut slow = std::net::TcpStream::connect(proxy.addr).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = Vec::new();
+    // The server gives up on the unfinished head (hyper answers 408 or just closes).
+    let read = slow.read_to_end(&mut buf);
+    assert!(
+        read.is_ok(),
+        "connection was not closed by the server: {read:?}"
+    );
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_connection_limit_holds_and_frees_up() {
+    use std::io::Read;
+    let upstream = TestUpstream::start().await;
+    let proxy = Proxy::start(
+        &upstream.url(),
+        Extra {
+            server: "max_connections = 2",
+            ..Extra::default()
+        },
+    );
+    let first = std::net::TcpStream::connect(proxy.addr).unwrap();
+    let _second = std::net::TcpStream::connect(proxy.addr).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = std::net::TcpStream::connect(proxy.addr).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        third.read(&mut buf).unwrap_or(0),
+        0,
+        "over the limit: closed at once"
+    );
+    assert!(
+        proxy
+            .metrics()
+            .contains("vouchrs_connections_refused_total 1")
+    );
+
+    drop(first);
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = raw_request(
+            proxy.addr,
+            "GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        if reply.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "a freed slot was never reused"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn malformed_requests_get_a_4xx_and_never_reach_the_upstream() {
+    let upstream = TestUpstream::start().await;
+    let proxy = Proxy::start(&upstream.url(), Extra::default());
+    let cookie = proxy.cookie_for("alice");
+    let cases = [
+        "GARBAGE\r\n\r\n".to_owned(),
+        "GET / HTTP/9.9\r\nHost: x\r\n\r\n".to_owned(),
+        "GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n".to_owned(),
+        format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello"
+        ),
+        format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nTransfer-Encoding: chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        ),
+    ];
+    for request in &cases {
+        let reply = raw_request(proxy.addr, request).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 4"), "{request:?} got {reply:?}");
+    }
+    assert_eq!(
+        upstream.arrived.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+}
+
+#[tokio::test]
+async fn https_upstreams_are_verified_against_the_configured_ca() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let upstream =
+        TestUpstream::start_tls(&cert.cert.pem(), &cert.signing_key.serialize_pem()).await;
+    let url = format!("https://localhost:{}", upstream.addr.port());
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+
+    let trusted = Extra {
+        upstream: format!("ca_file = \"{}\"", ca.display()),
+        ..Extra::default()
+    };
+    let proxy = Proxy::start(&url, trusted);
+    let cookie = proxy.cookie_for("alice");
+    let c = client();
+    let r = get(&c, &proxy.url("/over-tls"), &[("cookie", &cookie)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", proxy.log());
+    assert_eq!(r.json()["target"], "/over-tls");
+
+    // Without the CA the self-signed upstream is refused: fail closed with 502.
+    let proxy = Proxy::start(&url, Extra::default());
+    let cookie = proxy.cookie_for("alice");
+    let r = get(&c, &proxy.url("/over-tls"), &[("cookie", &cookie)]).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+}

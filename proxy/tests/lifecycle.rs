@@ -192,3 +192,58 @@ async fn sigterm_lets_a_hundred_in_flight_requests_finish() {
     assert_eq!(ok, 100);
     assert_eq!(proxy.wait_exit(Duration::from_secs(15)), Some(0));
 }
+
+/// Images cannot be built here (no container engine), so check that what the Dockerfile
+/// names exists: the package and binary, the default config path, and the default ports.
+#[test]
+fn the_dockerfile_names_what_the_workspace_builds() {
+    let dockerfile =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Dockerfile.proxy"))
+            .unwrap();
+    assert!(dockerfile.contains("-p vouchrs-proxy"));
+    assert!(dockerfile.contains("release/vouchrs-proxy"));
+    let defaults = vouchrs_proxy::config::ServerConfig::default();
+    let expose = format!(
+        "EXPOSE {} {}",
+        defaults.listen.port(),
+        defaults.admin_listen.port()
+    );
+    assert!(dockerfile.contains(&expose), "expected `{expose}`");
+    let help = Command::new(binary()).arg("--help").output().unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    assert!(
+        help.contains("/etc/vouchrs/proxy.toml"),
+        "the image's CMD matches the default config path"
+    );
+    assert!(dockerfile.contains("\"--config\", \"/etc/vouchrs/proxy.toml\""));
+    assert!(dockerfile.contains("USER 1000:1000"), "the seed's uid");
+}
+
+#[tokio::test]
+async fn minted_sessions_open_at_the_proxy() {
+    let upstream = TestUpstream::start().await;
+    let proxy = Proxy::start(&upstream.url(), Extra::default());
+    let out = Command::new(binary())
+        .args([
+            "mint-session",
+            "--user",
+            "demo",
+            "--email",
+            "demo@example.com",
+            "--groups",
+            "a,b",
+            "--config",
+        ])
+        .arg(proxy.dir.path().join("proxy.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cookie = String::from_utf8(out.stdout).unwrap();
+    let r = get(&client(), &proxy.url("/"), &[("cookie", cookie.trim())]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.upstream_saw("x-auth-request-groups"), ["a,b"]);
+}

@@ -295,3 +295,44 @@ async fn userinfo_reports_the_session_and_auth_routes_never_reach_the_upstream()
         0
     );
 }
+
+#[tokio::test]
+async fn the_access_log_has_a_line_per_request_and_no_secrets() {
+    let upstream = TestUpstream::start().await;
+    let proxy = Proxy::start(&upstream.url(), Extra::default());
+    let cookie = proxy.cookie_for("alice");
+    let sealed = cookie.split_once('=').unwrap().1;
+    let c = client();
+    get(
+        &c,
+        &proxy.url("/secret-page?token=hunter2"),
+        &[("cookie", &cookie)],
+    )
+    .await;
+    get(
+        &c,
+        &proxy.url("/other"),
+        &[("cookie", "vouchrs_session=junk")],
+    )
+    .await;
+    let until = Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let log = proxy.log();
+        if log.matches("vouchrs::access").count() >= 2 || Instant::now() > until {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let access: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.contains("vouchrs::access"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(access.len(), 2, "{log}");
+    assert_eq!(access[0]["path"], "/secret-page");
+    assert_eq!(access[0]["status"], 200);
+    assert_eq!(access[0]["session"], "valid");
+    for secret in [sealed, "hunter2", "junk"] {
+        assert!(!log.contains(secret), "log leaks {secret}");
+    }
+}

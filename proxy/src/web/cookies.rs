@@ -125,7 +125,8 @@ pub fn scan<'a>(headers: &'a HeaderMap, names: &CookieNames) -> ScannedCookies<'
 /// The `Cookie` header for the upstream: every cookie but ours, joined into one header.
 /// `None` when nothing is left to send.
 pub fn upstream_cookie(headers: &HeaderMap, names: &CookieNames) -> Option<HeaderValue> {
-    let mut kept: Vec<u8> = Vec::new();
+    let total: usize = headers.get_all(COOKIE).iter().map(|v| v.len() + 2).sum();
+    let mut kept: Vec<u8> = Vec::with_capacity(total);
     for value in headers.get_all(COOKIE) {
         for (name, _, pair) in pairs(value.as_bytes()) {
             if names.is_ours(name) {
@@ -140,8 +141,8 @@ pub fn upstream_cookie(headers: &HeaderMap, names: &CookieNames) -> Option<Heade
     if kept.is_empty() {
         return None;
     }
-    // Invariant: `kept` is made of bytes taken from valid header values, joined by "; ".
-    HeaderValue::from_bytes(&kept).ok()
+    // `kept` holds bytes of valid header values joined by "; ", so this only re-checks them.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(kept)).ok()
 }
 
 /// `Set-Cookie` values that store `sealed` as the session (one cookie, or chunks when it is

@@ -43,6 +43,9 @@ pub struct HeaderRules {
     pub email: HeaderName,
     pub groups: HeaderName,
     trusted_proxies: Vec<IpNet>,
+    /// First bytes of every name a rule may drop: most browser headers are passed over after
+    /// one table lookup instead of ~20 name comparisons.
+    may_drop: [bool; 256],
 }
 
 /// The identity the upstream is told about, as ready-made header values.
@@ -69,11 +72,22 @@ impl HeaderRules {
         let name = |n: &crate::config::HeaderNameText| {
             HeaderName::from_bytes(n.as_str().as_bytes()).expect("checked at load")
         };
+        let (user, email, groups) = (name(&names.user), name(&names.email), name(&names.groups));
+        let mut may_drop = [false; 256];
+        let droppable = HOP_BY_HOP
+            .iter()
+            .chain(&FORWARDING)
+            .copied()
+            .chain(["transfer-encoding"]);
+        for n in droppable.chain([user.as_str(), email.as_str(), groups.as_str()]) {
+            may_drop[usize::from(n.as_bytes()[0])] = true;
+        }
         Self {
-            user: name(&names.user),
-            email: name(&names.email),
-            groups: name(&names.groups),
+            user,
+            email,
+            groups,
             trusted_proxies,
+            may_drop,
         }
     }
 
@@ -100,6 +114,9 @@ impl HeaderRules {
         let mut doomed: Vec<HeaderName> = Vec::new();
         for name in headers.keys() {
             let n = name.as_str();
+            if !self.may_drop[usize::from(n.as_bytes()[0])] {
+                continue;
+            }
             let drop = is_hop_by_hop(n)
                 || self.is_identity(n)
                 || (!peer.trusted && FORWARDING.iter().any(|f| eq_dash_underscore(n, f)));

@@ -55,6 +55,27 @@ pub struct TestUpstream {
 
 impl TestUpstream {
     pub async fn start() -> Self {
+        Self::serve(None).await
+    }
+
+    /// The same upstream over TLS with `cert_pem`/`key_pem` (HTTP/1.1 only).
+    pub async fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = vec![CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        Self::serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let arrived = Arc::new(AtomicUsize::new(0));
@@ -65,15 +86,30 @@ impl TestUpstream {
                     continue;
                 };
                 let counter = counter.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         counter.fetch_add(1, Ordering::SeqCst);
                         handle(req)
                     });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades()
-                        .await;
+                    let builder = http1::Builder::new();
+                    let _ = match tls {
+                        None => {
+                            builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .with_upgrades()
+                                .await
+                        }
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .with_upgrades()
+                                .await
+                        }
+                    };
                 });
             }
         });

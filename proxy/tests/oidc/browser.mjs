@@ -1,0 +1,278 @@
+#!/usr/bin/env node
+// Drives Debian's headless Chromium (via playwright-core) through one scenario and prints ONE
+// JSON object on stdout; progress logs go to stderr. Exit 0 on success, 1 on a failed scenario
+// (stdout then holds {error, finalUrl, bodyText, navigations}), 2 on bad arguments.
+//
+//   node browser.mjs login      --start URL --user NAME [--password P] [--provider-button TEXT]
+//                               [--abort] [--screenshot-signin FILE] [--screenshot-final FILE]
+//   node browser.mjs visit      --url URL [--screenshot FILE]
+//   node browser.mjs logout     --url PROXY_SIGN_OUT_URL
+//   node browser.mjs screenshot --url URL --out FILE
+// Common: [--state FILE] (alias --cookie-jar: Playwright storageState, loaded if the file exists,
+// saved after a successful scenario), [--timeout MS] (per step, default 15000),
+// [--cookie-values] (include cookie values in the output). See README.md.
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { chromium } from 'playwright-core';
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+// Without the background-networking flags Chromium keeps trying to reach the internet.
+const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+let parsed;
+try {
+  parsed = parseArgs({
+    allowPositionals: true,
+    options: {
+      start: { type: 'string' }, url: { type: 'string' }, user: { type: 'string' },
+      password: { type: 'string', default: 'password' }, 'provider-button': { type: 'string' },
+      abort: { type: 'boolean' }, 'screenshot-signin': { type: 'string' },
+      'screenshot-final': { type: 'string' }, screenshot: { type: 'string' }, out: { type: 'string' },
+      state: { type: 'string' }, 'cookie-jar': { type: 'string' }, timeout: { type: 'string', default: '15000' },
+      'cookie-values': { type: 'boolean' },
+    },
+  });
+} catch (err) {
+  usage(err.message);
+}
+const opts = parsed.values;
+const scenarioName = parsed.positionals[0];
+const TIMEOUT = Number(opts.timeout);
+const stateFile = opts.state ?? opts['cookie-jar'];
+
+function usage(message) {
+  process.stdout.write(`${JSON.stringify({ error: `usage: ${message}` })}\n`);
+  process.exit(2);
+}
+const log = (...parts) => console.error('[browser]', ...parts);
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+const origin = (url) => { try { return new URL(url).origin; } catch { return ''; } };
+
+// ---- page instrumentation --------------------------------------------------------------------
+const navigations = []; // every main-frame document response, redirects included: {method,url,status}
+const consoleErrors = [];
+const pending = new Set(); // main-frame navigation requests in flight
+let lastNavEvent = 0;
+
+function instrument(page) {
+  const isMainNav = (request) => {
+    try { return request.isNavigationRequest() && request.frame() === page.mainFrame(); } catch { return false; }
+  };
+  page.on('request', (request) => {
+    if (!isMainNav(request)) return;
+    pending.add(request);
+    lastNavEvent = Date.now();
+  });
+  page.on('response', (response) => {
+    const request = response.request();
+    if (!isMainNav(request)) return;
+    navigations.push({ method: request.method(), url: response.url(), status: response.status() });
+    log(request.method(), response.url(), response.status());
+  });
+  const done = (request) => { if (pending.delete(request)) lastNavEvent = Date.now(); };
+  page.on('requestfinished', done);
+  page.on('requestfailed', (request) => {
+    if (!isMainNav(request)) return;
+    done(request);
+    navigations.push({ method: request.method(), url: request.url(), status: 0, error: request.failure()?.errorText });
+  });
+  page.on('framenavigated', (frame) => { if (frame === page.mainFrame()) lastNavEvent = Date.now(); });
+  page.on('console', (msg) => { if (msg.type() === 'error') consoleErrors.push(msg.text()); });
+  page.on('pageerror', (err) => consoleErrors.push(String(err?.message ?? err)));
+}
+
+// Wait until the page stops navigating: redirect chains, auto-submitting form_post and logout
+// pages all produce several navigations after one click.
+async function settle(page, quietMs = 400) {
+  const deadline = Date.now() + TIMEOUT;
+  while (Date.now() < deadline) {
+    const quiet = pending.size === 0 && Date.now() - lastNavEvent >= quietMs;
+    if (quiet) {
+      const ready = await page.evaluate(() => document.readyState).catch(() => 'navigating');
+      if (ready === 'complete') return;
+    }
+    await sleep(100);
+  }
+  throw new Error(`page did not settle within ${TIMEOUT} ms`);
+}
+
+async function goto(page, url) {
+  await page.goto(url, { waitUntil: 'load' });
+  await settle(page);
+}
+
+async function bodyText(page) {
+  const text = await page.evaluate(() => document.body?.innerText ?? '').catch(() => '');
+  return text.length > 20000 ? `${text.slice(0, 20000)}…` : text;
+}
+
+async function shot(page, file, fullPage = true) {
+  mkdirSync(dirname(file), { recursive: true });
+  await page.screenshot({ path: file, fullPage });
+  log('screenshot', file);
+}
+
+async function summary(page, context) {
+  const cookies = (await context.cookies()).map((c) => ({
+    name: c.name, domain: c.domain, path: c.path, secure: c.secure, httpOnly: c.httpOnly,
+    sameSite: c.sameSite, expires: c.expires, ...(opts['cookie-values'] ? { value: c.value } : {}),
+  }));
+  const documents = navigations.filter((n) => n.status);
+  return {
+    finalUrl: page.url(),
+    status: documents.at(-1)?.status ?? null,
+    bodyText: await bodyText(page),
+    cookies,
+    consoleErrors,
+    navigations,
+  };
+}
+
+const LOGIN_FIELD = 'input[name="username"], input[name="login"], input#username, input[type="email"]';
+const SUBMIT = 'button[type="submit"], button:not([type]), input[type="submit"]';
+
+async function visible(locator) {
+  return (await locator.count()) > 0 && locator.isVisible();
+}
+
+// ---- scenarios -------------------------------------------------------------------------------
+const scenarios = {
+  async login(page) {
+    const home = origin(opts.start); // the proxy; any other origin is the provider
+    const result = { signInUrl: null, loginFormShown: false };
+    await goto(page, opts.start);
+
+    if (origin(page.url()) === home) {
+      // The proxy's sign-in page lists the providers.
+      result.signInUrl = page.url();
+      if (opts['screenshot-signin']) await shot(page, opts['screenshot-signin']);
+      const name = opts['provider-button'];
+      let choice = name
+        ? page.getByRole('link', { name }).or(page.getByRole('button', { name })).first()
+        : page.locator('a[href*="provider="]').first();
+      if (!name && !(await choice.count())) choice = page.locator('button').first();
+      if (!(await choice.count())) throw new Error(`no provider ${name ? `"${name}" ` : ''}link or button on the sign-in page`);
+      log('choosing provider:', (await choice.innerText()).trim());
+      await choice.click();
+      await settle(page);
+    }
+
+    // At the provider: login form, then any consent/confirmation form, until back at the proxy.
+    for (let step = 0; step < 6 && origin(page.url()) !== home; step += 1) {
+      const field = page.locator(LOGIN_FIELD).first();
+      if (await visible(field)) {
+        if (result.loginFormShown) throw new Error('the provider rejected the login (form shown again)');
+        result.loginFormShown = true;
+        if (opts.abort) {
+          await page.getByRole('link', { name: /cancel/i }).or(page.getByRole('button', { name: /cancel/i })).first().click();
+          await settle(page);
+          continue;
+        }
+        await field.fill(opts.user);
+        const password = page.locator('input[type="password"]').first();
+        if (await visible(password)) await password.fill(opts.password);
+        const form = page.locator('form').filter({ has: page.locator(LOGIN_FIELD) }).first();
+        const submit = form.locator(SUBMIT).first();
+        if (await submit.count()) await submit.click(); else await field.press('Enter');
+        await settle(page);
+        continue;
+      }
+      const button = page.locator(SUBMIT).first(); // consent or another confirmation page
+      if (!(await visible(button))) break;
+      log('clicking provider button:', (await button.innerText().catch(() => '')).trim());
+      await button.click();
+      await settle(page);
+    }
+    if (origin(page.url()) !== home) throw new Error(`login did not return to ${home}`);
+    if (opts['screenshot-final']) await shot(page, opts['screenshot-final']);
+    return result;
+  },
+
+  async visit(page) {
+    await goto(page, opts.url);
+    if (opts.screenshot) await shot(page, opts.screenshot);
+    return {};
+  },
+
+  async logout(page) {
+    const home = origin(opts.url);
+    await goto(page, opts.url); // GET: the proxy's confirmation page
+    const button = page.locator('form[method="post" i]').locator(SUBMIT).first();
+    if (!(await button.count())) throw new Error('no POST form with a submit button on the sign-out page');
+    await button.click();
+    await settle(page);
+    // RP-initiated logout: click through any confirmation the provider still shows.
+    for (let step = 0; step < 4 && origin(page.url()) !== home; step += 1) {
+      const confirm = page.locator(SUBMIT).first();
+      if (!(await visible(confirm))) break;
+      await confirm.click();
+      await settle(page);
+    }
+    return { origins: [...new Set(navigations.map((n) => origin(n.url)))] };
+  },
+
+  async screenshot(page) {
+    await goto(page, opts.url);
+    await shot(page, opts.out);
+    return { out: opts.out };
+  },
+};
+
+// ---- run -------------------------------------------------------------------------------------
+const REQUIRED = { login: ['start', 'user'], visit: ['url'], logout: ['url'], screenshot: ['url', 'out'] };
+if (!REQUIRED[scenarioName]) usage(`first argument must be one of ${Object.keys(REQUIRED).join(', ')}`);
+for (const name of REQUIRED[scenarioName]) if (!opts[name]) usage(`${scenarioName} needs --${name}`);
+if (!(TIMEOUT > 0)) usage('--timeout must be a positive number of milliseconds');
+
+let browser;
+let page;
+let printed = false;
+function print(obj) {
+  if (printed) return;
+  printed = true;
+  process.stdout.write(`${JSON.stringify(obj)}\n`);
+}
+async function failure(err) {
+  return {
+    error: String(err?.message ?? err),
+    finalUrl: page?.url() ?? null,
+    bodyText: page ? await bodyText(page) : '',
+    navigations,
+    consoleErrors,
+  };
+}
+
+// Backstop: a scenario never outlives a few step timeouts, even if something hangs.
+const backstop = setTimeout(async () => {
+  print(await Promise.race([failure(new Error('scenario timed out')), sleep(2000).then(() => ({ error: 'scenario timed out' }))]));
+  await Promise.race([browser?.close(), sleep(3000)]);
+  process.exit(1);
+}, TIMEOUT * 6);
+
+try {
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS, timeout: TIMEOUT });
+  const context = await browser.newContext({
+    storageState: stateFile && existsSync(stateFile) ? stateFile : undefined,
+    viewport: { width: 1280, height: 800 },
+  });
+  context.setDefaultTimeout(TIMEOUT);
+  context.setDefaultNavigationTimeout(TIMEOUT);
+  page = await context.newPage();
+  instrument(page);
+  const extra = await scenarios[scenarioName](page);
+  if (stateFile) {
+    mkdirSync(dirname(stateFile), { recursive: true });
+    await context.storageState({ path: stateFile });
+  }
+  print({ scenario: scenarioName, ...(await summary(page, context)), ...extra });
+} catch (err) {
+  log('failed:', err?.stack ?? err);
+  print(await failure(err));
+  process.exitCode = 1;
+} finally {
+  clearTimeout(backstop);
+  await browser?.close().catch(() => {});
+}
