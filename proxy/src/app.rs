@@ -9,12 +9,16 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, Draining};
+use crate::auth_routes::AuthRoutes;
 use crate::config::{ConfigError, ProxyConfig};
 use crate::gateway::Gateway;
+use crate::oidc::{Oidc, ProviderSetupError};
+use crate::pages::Templates;
 use crate::server::{self, TlsSetupError};
 use crate::session::keyring::{self, KeyRing, KeyRingError, SharedKeyRing};
 use crate::session::{Lifetimes, SessionSealer};
-use crate::upstream::{Upstream, UpstreamSetupError};
+use crate::upstream::{self, Upstream, UpstreamSetupError};
+use crate::web::cookies::CookieNames;
 
 /// Why the proxy did not start. Each names the setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +36,10 @@ pub enum StartError {
     Upstream(#[from] UpstreamSetupError),
     #[error("invalid config: {0}")]
     Tls(#[from] TlsSetupError),
+    #[error("invalid config: {0}")]
+    Provider(#[from] ProviderSetupError),
+    #[error("invalid config: auth.templates_dir: {0}")]
+    Templates(std::io::Error),
     #[error("cannot listen on {0}")]
     Bind(std::io::Error),
 }
@@ -69,7 +77,21 @@ impl App {
             .as_ref()
             .map(server::tls_acceptor)
             .transpose()?;
-        let gateway = Arc::new(Gateway::new(&config, sealer.clone(), upstream));
+        let oidc = Oidc::new(&config, upstream::tls_config(None)?)?;
+        let auth = AuthRoutes {
+            prefix: config.auth.prefix.as_str().to_owned(),
+            public_url: config
+                .server
+                .public_url
+                .as_ref()
+                .map_or(String::new(), |u| u.as_str().to_owned()),
+            oidc: Arc::new(oidc),
+            sealer: sealer.clone(),
+            names: CookieNames::new(config.session.cookie_name.as_str(), config.session.secure),
+            templates: Templates::load(config.auth.templates_dir.as_deref())
+                .map_err(StartError::Templates)?,
+        };
+        let gateway = Arc::new(Gateway::new(&config, sealer.clone(), upstream, auth));
         Ok(Self {
             config,
             ring,

@@ -10,8 +10,10 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::config::{PathRule, ProxyConfig};
-use crate::metrics::{METRICS, SessionOutcome};
+use crate::auth_routes::AuthRoutes;
+use crate::config::{AccessRules, EmailAddress, PathRule, ProxyConfig};
+use crate::metrics::{METRICS, SessionOutcome, UpstreamFailure};
+use crate::oidc::refresh;
 use crate::session::cache::ValidatedCookies;
 use crate::session::{Rejected, Session, SessionSealer};
 use crate::upstream::Upstream;
@@ -36,10 +38,9 @@ impl Identity {
                 Some(email) => Some(header(email)?),
                 None => None,
             },
-            groups: if session.groups.is_empty() {
-                None
-            } else {
-                Some(header(&session.groups.join(","))?)
+            groups: match session.groups.is_empty() {
+                true => None,
+                false => Some(header(&session.groups.join(","))?),
             },
         };
         Some(Self { session, headers })
@@ -53,28 +54,32 @@ pub struct Gateway {
     cookie_names: CookieNames,
     header_rules: HeaderRules,
     upstream: Upstream,
-    auth_prefix: String,
+    auth: AuthRoutes,
+    access: AccessRules,
     skip_auth: Vec<PathRule>,
     access_log: bool,
 }
 
 impl Gateway {
-    pub fn new(config: &ProxyConfig, sealer: SessionSealer, upstream: Upstream) -> Self {
+    pub fn new(
+        config: &ProxyConfig,
+        sealer: SessionSealer,
+        upstream: Upstream,
+        auth: AuthRoutes,
+    ) -> Self {
         Self {
             validated: ValidatedCookies::new(u64::from(config.session.cache_kib) * 1024),
-            cookie_names: CookieNames::new(
-                config.session.cookie_name.as_str(),
-                config.session.secure,
-            ),
+            cookie_names: auth.names.clone(),
             header_rules: HeaderRules::new(
                 &config.identity_headers,
                 config.server.trusted_proxies.clone(),
             ),
-            auth_prefix: config.auth.prefix.as_str().to_owned(),
+            access: config.access.clone(),
             skip_auth: config.auth.skip_auth.clone(),
             access_log: config.runtime.access_log,
             sealer,
             upstream,
+            auth,
         }
     }
 
@@ -121,24 +126,67 @@ impl Gateway {
 
         // Read our cookies once: the session to open, and whether the Cookie header must change.
         let scanned = cookies::scan(req.headers(), &self.cookie_names);
-        let (identity, outcome, cache_hit) = self.open_session(&scanned, now);
+        let (mut identity, mut outcome, cache_hit) = self.open_session(&scanned, now);
         let chunks = scanned.chunk_count();
         let strip_cookies = scanned.needs_rewrite;
         METRICS.session(outcome, cache_hit);
 
+        // Provider tokens about to expire are refreshed first, so the upstream never sees an
+        // identity the provider no longer vouches for. A failed refresh ends the session.
+        let mut reseal: Option<Session> = None;
+        let mut end_session = false;
+        if let Some(current) = identity.as_ref().filter(|i| refresh::due(&i.session, now)) {
+            match self
+                .auth
+                .oidc
+                .refresh(&current.session, now)
+                .await
+                .and_then(Identity::new)
+            {
+                Some(refreshed) => {
+                    reseal = Some(refreshed.session.clone());
+                    identity = Some(Arc::new(refreshed));
+                }
+                None => (identity, outcome, end_session) = (None, SessionOutcome::Expired, true),
+            }
+        }
+
         // Our own routes live under the auth prefix and never reach the upstream.
         if self.is_auth_route(req.uri().path()) {
-            return (self.auth_route(&req, identity.as_deref(), html), outcome);
+            return (
+                self.auth
+                    .handle(req, identity.as_deref(), chunks, now)
+                    .await,
+                outcome,
+            );
+        }
+
+        // A valid session of someone the access rules do not admit (any more): 403.
+        if outcome == SessionOutcome::Denied {
+            let account = scanned_account(identity.as_deref());
+            return (
+                self.auth.templates.denied(
+                    &self.auth.prefix,
+                    &account,
+                    "this account is not on the allow-list",
+                ),
+                outcome,
+            );
         }
 
         // No session: only canonical paths matching a skip rule go on, without identity.
         if identity.is_none() && !self.skips_auth(req.uri().path()) {
-            let response = if html && matches!(*req.method(), Method::GET | Method::HEAD) {
+            let mut response = if html && matches!(*req.method(), Method::GET | Method::HEAD) {
                 let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-                respond::sign_in_redirect(&self.auth_prefix, target)
+                respond::sign_in_redirect(&self.auth.prefix, target)
             } else {
                 Refusal::Unauthenticated.respond(html)
             };
+            if end_session {
+                for value in cookies::clear_session(&self.cookie_names, chunks) {
+                    response.headers_mut().append(header::SET_COOKIE, value);
+                }
+            }
             return (response, outcome);
         }
 
@@ -173,7 +221,7 @@ impl Gateway {
             Err(failure) => {
                 METRICS.upstream_failure(failure);
                 let refusal = match failure {
-                    crate::metrics::UpstreamFailure::Timeout => Refusal::GatewayTimeout,
+                    UpstreamFailure::Timeout => Refusal::GatewayTimeout,
                     _ => Refusal::BadGateway,
                 };
                 return (refusal.respond(html), outcome);
@@ -186,12 +234,15 @@ impl Gateway {
         headers::prepare_response(response.headers_mut(), switching);
         let mut response = response.map(Either::Left);
 
-        // Sliding renewal: an old enough session gets a fresh cookie on the way back.
-        if let Some(identity) = &identity
-            && let Some(renewed) = self.sealer.renewal(&identity.session, now)
-        {
-            let sealed = self.sealer.seal(&renewed);
-            let max_age = renewed.expires_at - now;
+        // A refreshed session, or one old enough for sliding renewal, gets a fresh cookie.
+        let reseal = reseal.or_else(|| {
+            identity
+                .as_ref()
+                .and_then(|i| self.sealer.renewal(&i.session, now))
+        });
+        if let Some(session) = reseal {
+            let sealed = self.sealer.seal(&session);
+            let max_age = session.expires_at.saturating_sub(now);
             for value in cookies::session_set_cookies(&self.cookie_names, &sealed, max_age, chunks)
             {
                 response.headers_mut().append(header::SET_COOKIE, value);
@@ -201,8 +252,9 @@ impl Gateway {
         (response, outcome)
     }
 
-    /// Opens the first session cookie that is valid, consulting the cache first.
-    /// Returns the identity, the outcome for metrics, and whether the cache answered.
+    /// Opens the first session cookie that is valid, consulting the cache first. Returns the
+    /// identity, the outcome for metrics, and whether the cache answered. A denied session
+    /// comes back with its identity so the 403 page can name the account.
     fn open_session(
         &self,
         scanned: &ScannedCookies<'_>,
@@ -216,19 +268,32 @@ impl Gateway {
                 return (Some(hit), SessionOutcome::Valid, true);
             }
             match self.sealer.open_with(&ring, &value, now) {
-                Ok(session) => match Identity::new(session) {
-                    Some(identity) => {
-                        let identity = Arc::new(identity);
-                        self.validated.insert(
-                            &value,
-                            generation,
-                            identity.session.expires_at,
-                            identity.clone(),
-                        );
-                        return (Some(identity), SessionOutcome::Valid, false);
+                Ok(session) => {
+                    let Some(identity) = Identity::new(session) else {
+                        outcome = SessionOutcome::Invalid;
+                        continue;
+                    };
+                    let email = identity
+                        .session
+                        .email
+                        .as_deref()
+                        .and_then(|e| EmailAddress::parse(e).ok());
+                    if self
+                        .access
+                        .admits(email.as_ref(), &identity.session.groups)
+                        .is_err()
+                    {
+                        return (Some(Arc::new(identity)), SessionOutcome::Denied, false);
                     }
-                    None => outcome = SessionOutcome::Invalid,
-                },
+                    let identity = Arc::new(identity);
+                    self.validated.insert(
+                        &value,
+                        generation,
+                        identity.session.expires_at,
+                        identity.clone(),
+                    );
+                    return (Some(identity), SessionOutcome::Valid, false);
+                }
                 Err(Rejected::Expired) => outcome = SessionOutcome::Expired,
                 Err(Rejected::Invalid) if outcome == SessionOutcome::Absent => {
                     outcome = SessionOutcome::Invalid
@@ -240,7 +305,7 @@ impl Gateway {
     }
 
     fn is_auth_route(&self, path: &str) -> bool {
-        path.strip_prefix(self.auth_prefix.as_str())
+        path.strip_prefix(self.auth.prefix.as_str())
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     }
 
@@ -248,31 +313,15 @@ impl Gateway {
         path::canonical(raw_path)
             .is_some_and(|p| self.skip_auth.iter().any(|rule| rule.matches(&p)))
     }
+}
 
-    /// Routes under the auth prefix. Login routes arrive with the OIDC and passkey stages.
-    fn auth_route(
-        &self,
-        req: &Request<Incoming>,
-        identity: Option<&Identity>,
-        html: bool,
-    ) -> Response<ProxyBody> {
-        let route = &req.uri().path()[self.auth_prefix.len()..];
-        match (route, identity) {
-            ("/userinfo", Some(identity)) => {
-                let s = &identity.session;
-                let body = serde_json::json!({
-                    "user": s.user,
-                    "email": s.email,
-                    "groups": s.groups,
-                    "method": s.method,
-                    "expires_at": s.expires_at,
-                });
-                respond::page(StatusCode::OK, "application/json", body.to_string())
-            }
-            ("/userinfo", None) => Refusal::Unauthenticated.respond(false),
-            _ => Refusal::NotFound.respond(html),
-        }
-    }
+fn scanned_account(identity: Option<&Identity>) -> String {
+    identity.map_or_else(String::new, |i| {
+        i.session
+            .email
+            .clone()
+            .unwrap_or_else(|| i.session.user.clone())
+    })
 }
 
 /// The requested protocol when this is an HTTP/1.1 `Connection: upgrade` request.

@@ -13,16 +13,25 @@ pub enum SessionOutcome {
     Expired,
     Invalid,
     Absent,
+    /// A valid session of a user the access rules do not admit.
+    Denied,
 }
 
 impl SessionOutcome {
-    const ALL: [Self; 4] = [Self::Valid, Self::Expired, Self::Invalid, Self::Absent];
+    const ALL: [Self; 5] = [
+        Self::Valid,
+        Self::Expired,
+        Self::Invalid,
+        Self::Absent,
+        Self::Denied,
+    ];
     pub fn label(self) -> &'static str {
         match self {
             Self::Valid => "valid",
             Self::Expired => "expired",
             Self::Invalid => "invalid",
             Self::Absent => "absent",
+            Self::Denied => "denied",
         }
     }
 }
@@ -50,12 +59,17 @@ const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Login outcomes by provider. Providers come from the config and outcomes from a fixed set,
+/// so the label space is bounded; a lock is fine at login rates.
+type LoginCounts = std::sync::Mutex<Vec<((String, &'static str), u64)>>;
+
 pub struct Metrics {
+    logins: LoginCounts,
     responses: [AtomicU64; 5],
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_micros_sum: AtomicU64,
-    sessions: [AtomicU64; 4],
+    sessions: [AtomicU64; 5],
     session_cache_hits: AtomicU64,
     sessions_renewed: AtomicU64,
     upstream_failures: [AtomicU64; 3],
@@ -68,11 +82,12 @@ const ZERO: AtomicU64 = AtomicU64::new(0);
 
 /// The process-wide metrics.
 pub static METRICS: Metrics = Metrics {
+    logins: std::sync::Mutex::new(Vec::new()),
     responses: [ZERO; 5],
     latency_buckets: [ZERO; BUCKETS.len()],
     latency_count: ZERO,
     latency_micros_sum: ZERO,
-    sessions: [ZERO; 4],
+    sessions: [ZERO; 5],
     session_cache_hits: ZERO,
     sessions_renewed: ZERO,
     upstream_failures: [ZERO; 3],
@@ -106,6 +121,19 @@ impl Metrics {
 
     pub fn upstream_failure(&self, failure: UpstreamFailure) {
         self.upstream_failures[failure as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a login step for `provider` (`started`, `success`, or a failure label).
+    /// Callers pass a configured provider name or `unknown`, never a client's text.
+    pub fn login(&self, provider: &str, outcome: &'static str) {
+        let mut logins = self.logins.lock().unwrap_or_else(|p| p.into_inner());
+        match logins
+            .iter_mut()
+            .find(|((p, o), _)| p == provider && *o == outcome)
+        {
+            Some((_, n)) => *n += 1,
+            None => logins.push(((provider.to_owned(), outcome), 1)),
+        }
     }
 
     pub fn connection_opened(&self) {
@@ -217,6 +245,19 @@ impl Metrics {
             "Client connections closed at once because the limit was reached.",
             &self.connections_refused,
         );
+        header(
+            w,
+            "vouchrs_logins_total",
+            "counter",
+            "Login steps by provider and outcome.",
+        );
+        for ((provider, outcome), n) in self.logins.lock().unwrap_or_else(|p| p.into_inner()).iter()
+        {
+            let _ = writeln!(
+                w,
+                "vouchrs_logins_total{{provider=\"{provider}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
         process_metrics(w);
         out
     }

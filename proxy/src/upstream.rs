@@ -50,7 +50,7 @@ impl Upstream {
         http.set_connect_timeout(Some(config.connect_timeout.0));
 
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config(config)?)
+            .with_tls_config(tls_config(config.ca_file.as_deref())?)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
@@ -110,11 +110,11 @@ impl Upstream {
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamFailure::Timeout),
             Ok(Err(e)) if e.is_connect() => {
-                tracing::warn!(error = %error_chain(&e), "upstream connect failed");
+                tracing::warn!(error = %crate::error_chain(&e), "upstream connect failed");
                 Err(UpstreamFailure::Connect)
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %error_chain(&e), "upstream request failed");
+                tracing::warn!(error = %crate::error_chain(&e), "upstream request failed");
                 Err(UpstreamFailure::Protocol)
             }
             Ok(Ok(response)) => Ok(response),
@@ -122,22 +122,13 @@ impl Upstream {
     }
 }
 
-/// An error with its sources, e.g. `client error (Connect): invalid peer certificate: UnknownIssuer`.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, UpstreamSetupError> {
+/// Web PKI roots plus, optionally, the CA certificates in `ca_file`.
+pub fn tls_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<rustls::ClientConfig, UpstreamSetupError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = &config.ca_file {
+    if let Some(path) = ca_file {
         let unreadable = |e: rustls::pki_types::pem::Error| {
             UpstreamSetupError::CaFile(format!("{}: {e}", path.display()))
         };

@@ -5,6 +5,7 @@
 //! Loading is a pure function of the file text and an environment lookup, so tests pass a
 //! map instead of touching the process environment.
 
+mod oidc;
 mod values;
 
 use std::net::SocketAddr;
@@ -13,7 +14,9 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use oidc::{AccessRules, OidcConfig, OidcProvider, ProviderKind, ResponseMode};
 pub use values::{AuthPrefix, CookieName, HeaderNameText, HumanDuration, PathRule, UpstreamUrl};
+pub use values::{EmailAddress, EmailDomain, ProviderName, ProviderUrl, PublicUrl};
 
 /// Everything `vouchrs-proxy` needs to run. Every section but `upstream` has defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +39,12 @@ pub struct ProxyConfig {
     /// Threads and logging.
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// OpenID Connect providers for login.
+    #[serde(default)]
+    pub oidc: OidcConfig,
+    /// Who may get in, checked at login and whenever a session is opened.
+    #[serde(default)]
+    pub access: AccessRules,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +52,9 @@ pub struct ProxyConfig {
 pub struct ServerConfig {
     /// Address for application traffic.
     pub listen: SocketAddr,
+    /// Where users reach the gateway (`https://app.example.com`); required for OIDC login,
+    /// whose redirect URI is `PUBLIC_URL/auth/oauth2/callback`.
+    pub public_url: Option<PublicUrl>,
     /// Address for `/healthz`, `/readyz`, `/metrics` and `/ping`, kept off the public
     /// listener so that nothing of ours shadows an application path.
     pub admin_listen: SocketAddr,
@@ -124,6 +136,9 @@ pub struct AuthConfig {
     pub prefix: AuthPrefix,
     /// Paths served without a session, matched on the normalized path.
     pub skip_auth: Vec<PathRule>,
+    /// Branded page templates (`sign_in.html`, `denied.html`, `sign_out.html`,
+    /// `signed_out.html`, each with a `{{content}}` placeholder).
+    pub templates_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -272,12 +287,62 @@ impl ProxyConfig {
                 "must differ from server.listen",
             ));
         }
+        self.validate_oidc()?;
         let names = &self.identity_headers;
         if names.user == names.email || names.user == names.groups || names.email == names.groups {
             return Err(ConfigError::new(
                 "identity_headers",
                 "the three names must differ",
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_oidc(&self) -> Result<(), ConfigError> {
+        let providers = &self.oidc.providers;
+        if !providers.is_empty() && self.server.public_url.is_none() {
+            return Err(ConfigError::new(
+                "server.public_url",
+                "is required when OIDC providers are configured (it makes the redirect URI)",
+            ));
+        }
+        for (i, p) in providers.iter().enumerate() {
+            let key = |field: &str| format!("oidc.providers[{i}].{field}");
+            if providers[..i].iter().any(|q| q.name == p.name) {
+                return Err(ConfigError::new(
+                    key("name"),
+                    format!("`{}` is used twice", p.name),
+                ));
+            }
+            if !p.scopes.iter().any(|s| s == "openid") {
+                return Err(ConfigError::new(key("scopes"), "must include \"openid\""));
+            }
+            let endpoints = [&p.authorization_endpoint, &p.token_endpoint, &p.jwks_uri];
+            let given = endpoints.iter().filter(|e| e.is_some()).count();
+            if given != 0 && given != 3 {
+                return Err(ConfigError::new(
+                    key("authorization_endpoint"),
+                    "give authorization_endpoint, token_endpoint and jwks_uri together, or none (discovery)",
+                ));
+            }
+            let secrets = usize::from(p.client_secret_file.is_some())
+                + usize::from(p.client_secret_env.is_some());
+            if p.kind == ProviderKind::Apple {
+                let apple = [&p.apple_team_id, &p.apple_key_id]
+                    .iter()
+                    .all(|v| v.is_some());
+                if !apple || p.apple_private_key_file.is_none() {
+                    return Err(ConfigError::new(
+                        key("apple_private_key_file"),
+                        "Apple needs apple_team_id, apple_key_id and apple_private_key_file",
+                    ));
+                }
+            } else if secrets != 1 {
+                return Err(ConfigError::new(
+                    key("client_secret_file"),
+                    "give exactly one of client_secret_file and client_secret_env",
+                ));
+            }
         }
         Ok(())
     }
@@ -313,6 +378,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            public_url: None,
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
             tls: None,
             max_connections: 25_000,
@@ -344,6 +410,7 @@ impl Default for AuthConfig {
         Self {
             prefix: AuthPrefix::try_from("/auth".to_owned()).expect("valid"),
             skip_auth: Vec::new(),
+            templates_dir: None,
         }
     }
 }

@@ -234,6 +234,193 @@ impl From<PathRule> for String {
     }
 }
 
+/// Implements serde's string form for a newtype with `parse` and `as_str`.
+macro_rules! text_newtype {
+    ($name:ident) => {
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(text: String) -> Result<Self, String> {
+                Self::parse(&text)
+            }
+        }
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+/// A provider's short name: `[a-z0-9-]`, 1 to 32 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ProviderName(String);
+text_newtype!(ProviderName);
+
+impl ProviderName {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let valid = (1..=32).contains(&text.len())
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if valid {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(format!(
+                "`{text}` must be 1-32 lowercase letters, digits or `-`"
+            ))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An absolute URL the proxy talks to or sends browsers to: `https://`, or `http://` on a
+/// loopback host for development. No user info, query or fragment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ProviderUrl(String);
+text_newtype!(ProviderUrl);
+
+impl ProviderUrl {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let rest = text
+            .strip_prefix("https://")
+            .or_else(|| {
+                text.strip_prefix("http://")
+                    .filter(|rest| is_loopback_authority(rest))
+            })
+            .ok_or_else(|| format!("`{text}` must be https:// (http:// only on localhost)"))?;
+        let authority = rest.split('/').next().unwrap_or("");
+        let valid = !authority.is_empty()
+            && authority
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"?#@\\".contains(&b));
+        if valid {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(format!(
+                "`{text}` must be scheme://host[:port][/path] with no user info, query or fragment"
+            ))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn is_loopback_authority(rest: &str) -> bool {
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    matches!(host, "localhost" | "127.0.0.1" | "::1")
+}
+
+/// Where users reach the gateway, e.g. `https://app.example.com` (no path): the base of the
+/// OIDC redirect URI and of absolute links.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PublicUrl(String);
+text_newtype!(PublicUrl);
+
+impl PublicUrl {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let trimmed = text.strip_suffix('/').unwrap_or(text);
+        let url = ProviderUrl::parse(trimmed)?;
+        if url.0.splitn(4, '/').nth(3).is_some() {
+            return Err(format!("`{text}` must have no path"));
+        }
+        Ok(Self(url.0))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An email domain in lowercase ASCII (IDNs in punycode): dot-separated labels of letters,
+/// digits and inner hyphens, at least two labels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EmailDomain(String);
+text_newtype!(EmailDomain);
+
+impl EmailDomain {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let labels: Vec<&str> = text.split('.').collect();
+        let valid = text.len() <= 253
+            && labels.len() >= 2
+            && labels.iter().all(|l| {
+                (1..=63).contains(&l.len())
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            });
+        if valid {
+            Ok(Self(text.to_ascii_lowercase()))
+        } else {
+            Err(format!(
+                "`{text}` is not a plain email domain (ASCII labels, punycode for IDNs)"
+            ))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An email address parsed strictly: exactly one `@`, an unquoted ASCII local part of the
+/// common characters with no empty dot segments, and an [`EmailDomain`]. Quoted local parts,
+/// comments, percent-encoding, whitespace and non-ASCII look-alikes are refused, not guessed at.
+/// Stored in lowercase, so comparisons are case-insensitive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EmailAddress(String);
+text_newtype!(EmailAddress);
+
+impl EmailAddress {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let refuse = || {
+            Err(format!(
+                "`{}` is not a plain email address",
+                text.escape_debug()
+            ))
+        };
+        let mut parts = text.split('@');
+        let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+            return refuse();
+        };
+        let local_ok = (1..=64).contains(&local.len())
+            && local
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&'*+/=?^_`{|}~.-".contains(&b))
+            && !local.starts_with('.')
+            && !local.ends_with('.')
+            && !local.contains("..");
+        match (local_ok, EmailDomain::parse(domain)) {
+            (true, Ok(domain)) => Ok(Self(format!("{}@{}", local.to_ascii_lowercase(), domain.0))),
+            _ => refuse(),
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub fn domain(&self) -> &str {
+        // Invariant: parse guarantees exactly one `@`.
+        self.0.rsplit('@').next().unwrap_or("")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,5 +477,59 @@ mod tests {
         for bad in ["", "__Host-x", "a b", "a;b"] {
             assert!(CookieName::try_from(bad.to_owned()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn emails_are_parsed_strictly() {
+        let ok = EmailAddress::parse("Alice.B+tag@Example.COM").unwrap();
+        assert_eq!(ok.as_str(), "alice.b+tag@example.com");
+        assert_eq!(ok.domain(), "example.com");
+        let hostile = [
+            "a@b@example.com",
+            "\"a@b\"@example.com",
+            "alice@example.com.",
+            "alice@example..com",
+            "alice@-example.com",
+            "alice%40evil.com@example.com",
+            "alice@exa%6dple.com",
+            "alice @example.com",
+            "alice@example.com ",
+            "alice@exаmple.com",
+            "alice@localhost",
+            ".alice@example.com",
+            "al..ice@example.com",
+            "alice(comment)@example.com",
+            "alice@[127.0.0.1]",
+            "alice@example.com\n",
+            "@example.com",
+            "alice@",
+            "",
+        ];
+        for text in hostile {
+            assert!(EmailAddress::parse(text).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn provider_urls_need_https_except_on_loopback() {
+        for ok in [
+            "https://idp.example.com",
+            "https://login.microsoftonline.com/common/v2.0",
+            "http://localhost:4000",
+            "http://127.0.0.1:9/x",
+        ] {
+            assert!(ProviderUrl::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://idp.example.com",
+            "http://localhost.evil.com",
+            "https://u@idp",
+            "https://idp/?q",
+            "ftp://x",
+        ] {
+            assert!(ProviderUrl::parse(bad).is_err(), "{bad}");
+        }
+        assert!(PublicUrl::parse("https://app.example.com/").is_ok());
+        assert!(PublicUrl::parse("https://app.example.com/app").is_err());
     }
 }

@@ -28,6 +28,21 @@ pub struct Session {
     pub issued_at: u64,
     /// After this second the cookie is refused.
     pub expires_at: u64,
+    /// What an OIDC login keeps for refresh and logout; `None` for other logins.
+    pub tokens: Option<ProviderTokens>,
+}
+
+/// Provider tokens sealed into an OIDC session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderTokens {
+    /// The provider that issued them.
+    pub provider: String,
+    /// Present when refresh is enabled and the provider issued one.
+    pub refresh_token: Option<String>,
+    /// When the access token expires: refresh is due shortly before.
+    pub access_expires_at: u64,
+    /// Kept only when the provider supports RP-initiated logout (`id_token_hint`).
+    pub id_token: Option<String>,
 }
 
 /// Why a cookie gave no session. `Invalid` covers every failure to open, on purpose.
@@ -108,14 +123,34 @@ impl SessionSealer {
             auth_time: now,
             issued_at: now,
             expires_at: now + self.lifetimes.duration_secs,
+            tokens: None,
         }
     }
 
     /// The cookie value for `session`.
     pub fn seal(&self, session: &Session) -> String {
+        self.seal_value(&self.cookie_name, session)
+    }
+
+    /// Seals any small value (login state, ceremony state) for the cookie `cookie_name`.
+    pub fn seal_value<T: Serialize>(&self, cookie_name: &str, value: &T) -> String {
         // Invariant: postcard serializes plain structs of strings and integers into a Vec.
-        let bytes = postcard::to_allocvec(session).expect("session serializes");
-        envelope::seal(&self.ring.load(), &self.cookie_name, &bytes)
+        let bytes = postcard::to_allocvec(value).expect("value serializes");
+        envelope::seal(&self.ring.load(), cookie_name, &bytes)
+    }
+
+    /// Opens a value sealed by [`seal_value`](Self::seal_value) for the same cookie name.
+    pub fn open_value<T: serde::de::DeserializeOwned>(
+        &self,
+        cookie_name: &str,
+        sealed: &str,
+    ) -> Result<T, Rejected> {
+        Ok(envelope::open(
+            &self.ring.load(),
+            cookie_name,
+            sealed,
+            |plain| postcard::from_bytes(plain).map_err(|_| Unsealed::Invalid),
+        )?)
     }
 
     /// Opens a cookie value at `now` with the ring in force.

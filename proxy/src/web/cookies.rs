@@ -189,13 +189,48 @@ pub fn clear_session(names: &CookieNames, chunks: usize) -> Vec<HeaderValue> {
     out
 }
 
+/// The `SameSite` attribute of a cookie we set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// Sent on top-level navigations from other sites (a GET login callback), not on their POSTs.
+    Lax,
+    /// Sent on cross-site POSTs too (a `form_post` login callback). Requires `Secure`.
+    None,
+}
+
 /// One `Set-Cookie` value with our fixed attributes: `Path=/` (required by `__Host-`),
 /// `HttpOnly`, `SameSite=Lax`, and `Secure` when configured.
 pub fn set_cookie(names: &CookieNames, name: &str, value: &str, max_age: u64) -> HeaderValue {
-    let secure = if names.secure { "; Secure" } else { "" };
-    let text = format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}");
+    set_cookie_with(names, name, value, max_age, SameSite::Lax)
+}
+
+/// [`set_cookie`] with another `SameSite`; `None` always adds `Secure`, as browsers require.
+pub fn set_cookie_with(
+    names: &CookieNames,
+    name: &str,
+    value: &str,
+    max_age: u64,
+    same_site: SameSite,
+) -> HeaderValue {
+    let (same_site, secure) = match same_site {
+        SameSite::Lax => ("Lax", if names.secure { "; Secure" } else { "" }),
+        SameSite::None => ("None", "; Secure"),
+    };
+    let text = format!(
+        "{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite={same_site}{secure}"
+    );
     // Invariant: names are checked at config load and values are base64url or empty.
     HeaderValue::from_str(&text).expect("cookie text is a valid header value")
+}
+
+/// The first value of the cookie named exactly `name`.
+pub fn find<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .flat_map(|value| pairs(value.as_bytes()))
+        .find(|(n, _, _)| *n == name.as_bytes())
+        .and_then(|(_, value, _)| std::str::from_utf8(value).ok())
 }
 
 /// `(name, value, whole pair)` of one `Cookie` header, trimmed; pairs without `=` are skipped.

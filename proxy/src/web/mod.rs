@@ -3,4 +3,5 @@
 pub mod cookies;
 pub mod headers;
 pub mod path;
+pub mod redirect;
 pub mod respond;

@@ -49,6 +49,8 @@ function usage(message) {
 }
 const log = (...parts) => console.error('[browser]', ...parts);
 const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+// page.evaluate waits for a pending navigation to commit; never let that hang a run.
+const bounded = (promise, ms, fallback) => Promise.race([promise.catch(() => fallback), sleep(ms).then(() => fallback)]);
 const origin = (url) => { try { return new URL(url).origin; } catch { return ''; } };
 
 // ---- page instrumentation --------------------------------------------------------------------
@@ -80,7 +82,11 @@ function instrument(page) {
     navigations.push({ method: request.method(), url: request.url(), status: 0, error: request.failure()?.errorText });
   });
   page.on('framenavigated', (frame) => { if (frame === page.mainFrame()) lastNavEvent = Date.now(); });
-  page.on('console', (msg) => { if (msg.type() === 'error') consoleErrors.push(msg.text()); });
+  page.on('console', (msg) => {
+    // Chromium asks every origin for /favicon.ico; a 404 there says nothing about the page.
+    if (msg.type() !== 'error' || msg.location()?.url?.endsWith('/favicon.ico')) return;
+    consoleErrors.push(msg.text());
+  });
   page.on('pageerror', (err) => consoleErrors.push(String(err?.message ?? err)));
 }
 
@@ -91,7 +97,7 @@ async function settle(page, quietMs = 400) {
   while (Date.now() < deadline) {
     const quiet = pending.size === 0 && Date.now() - lastNavEvent >= quietMs;
     if (quiet) {
-      const ready = await page.evaluate(() => document.readyState).catch(() => 'navigating');
+      const ready = await bounded(page.evaluate(() => document.readyState), 1000, 'navigating');
       if (ready === 'complete') return;
     }
     await sleep(100);
@@ -105,7 +111,7 @@ async function goto(page, url) {
 }
 
 async function bodyText(page) {
-  const text = await page.evaluate(() => document.body?.innerText ?? '').catch(() => '');
+  const text = await bounded(page.evaluate(() => document.body?.innerText ?? ''), 2000, '');
   return text.length > 20000 ? `${text.slice(0, 20000)}…` : text;
 }
 
@@ -237,7 +243,7 @@ function print(obj) {
 }
 async function failure(err) {
   return {
-    error: String(err?.message ?? err),
+    error: String(err?.message ?? err).replace(/\u001b\[\d+m/g, ''), // Playwright colours its call log
     finalUrl: page?.url() ?? null,
     bodyText: page ? await bodyText(page) : '',
     navigations,

@@ -38,6 +38,7 @@ for (const [login, claims] of Object.entries(config.accounts ?? {})) {
 
 // ---- storage: an in-memory adapter we can enumerate (for GET /test/sessions) ----------------
 const store = new Map(); // `${model}:${id}` -> { payload, expiresAt (ms, 0 = never) }
+const GRANTABLE = new Set(['AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode', 'BackchannelAuthenticationRequest', 'PreAuthorizedCode']);
 const live = (entry) => entry && (!entry.expiresAt || entry.expiresAt > Date.now());
 class MemoryAdapter {
   constructor(model) { this.model = model; }
@@ -63,7 +64,9 @@ class MemoryAdapter {
   }
   async destroy(id) { store.delete(this.key(id)); }
   async revokeByGrantId(grantId) {
-    for (const [key, entry] of store) if (entry.payload.grantId === grantId && !key.startsWith('Grant:')) store.delete(key);
+    for (const [key, entry] of store) {
+      if (GRANTABLE.has(key.split(':')[0]) && entry.payload.grantId === grantId) store.delete(key);
+    }
   }
 }
 
@@ -252,6 +255,16 @@ function testEndpoint(req, res, path) {
   }
   if (path === '/test/stats') return send(res, 200, 'application/json', JSON.stringify(stats));
   return send(res, 404, 'text/plain', 'not found');
+}
+
+// Fail fast on bad client metadata (oidc-provider would otherwise only fail on first use).
+try {
+  for (const { client_id: id } of config.clients ?? []) {
+    if (!await provider.Client.find(String(id))) throw new Error(`client ${id} not found`);
+  }
+} catch (err) {
+  console.error(`invalid client configuration: ${err.message}${err.error_description ? ` (${err.error_description})` : ''}`);
+  process.exit(1);
 }
 
 const callback = provider.callback();

@@ -1,0 +1,160 @@
+//! Refreshing provider tokens before the access token expires.
+//!
+//! Parallel requests of one session must not refresh twice: with refresh-token rotation the
+//! second attempt would fail and end the session. So refreshes are keyed by refresh token:
+//! the first request runs it, the others await the same result, and requests that still
+//! carry the previous cookie within a short grace window get that result too.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openidconnect::{OAuth2TokenResponse, RefreshToken, TokenResponse};
+use serde_json::Value;
+use tokio::sync::Mutex as AsyncMutex;
+
+use super::{LoginError, Oidc};
+use crate::config::EmailAddress;
+use crate::session::{ProviderTokens, Session};
+
+/// How long the previous cookie keeps yielding the refreshed session.
+const GRACE: Duration = Duration::from_secs(30);
+/// Refresh this long before the access token expires.
+pub const REFRESH_AHEAD_SECS: u64 = 30;
+
+/// The outcome of one refresh, filled in by the first request that runs it.
+type Shared = Arc<AsyncMutex<Option<Option<Session>>>>;
+
+#[derive(Default)]
+pub struct Refreshes {
+    in_flight: Mutex<HashMap<String, (Instant, Shared)>>,
+}
+
+impl Refreshes {
+    fn cell(&self, refresh_token: &str) -> Shared {
+        // Invariant: the lock is never held across an await or a panic-prone call.
+        let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, (started, _)| started.elapsed() < GRACE);
+        map.entry(refresh_token.to_owned())
+            .or_insert_with(|| (Instant::now(), Arc::default()))
+            .1
+            .clone()
+    }
+}
+
+/// True when the session's access token is about to expire and it can be refreshed.
+pub fn due(session: &Session, now: u64) -> bool {
+    session.tokens.as_ref().is_some_and(|t| {
+        t.refresh_token.is_some() && now + REFRESH_AHEAD_SECS >= t.access_expires_at
+    })
+}
+
+impl Oidc {
+    /// The refreshed session, or `None` when the refresh failed (the session then ends).
+    pub async fn refresh(&self, session: &Session, now: u64) -> Option<Session> {
+        let refresh_token = session.tokens.as_ref()?.refresh_token.clone()?;
+        let cell = self.refreshes.cell(&refresh_token);
+        // Later requests wait here for the first one's result.
+        let mut outcome = cell.lock().await;
+        if let Some(done) = outcome.as_ref() {
+            return done.clone();
+        }
+        let result = match self.refresh_once(session, &refresh_token, now).await {
+            Ok(renewed) => Some(renewed),
+            Err(error) => {
+                tracing::warn!(reason = error.label(), %error, "token refresh failed; session ended");
+                None
+            }
+        };
+        crate::metrics::METRICS.login(
+            &session.tokens.as_ref()?.provider,
+            if result.is_some() {
+                "refreshed"
+            } else {
+                "refresh_failed"
+            },
+        );
+        *outcome = Some(result.clone());
+        result
+    }
+
+    async fn refresh_once(
+        &self,
+        session: &Session,
+        refresh_token: &str,
+        now: u64,
+    ) -> Result<Session, LoginError> {
+        // Invariant: `refresh` only calls this for sessions with tokens.
+        let tokens = session.tokens.as_ref().ok_or(LoginError::UnknownProvider)?;
+        let provider = self
+            .provider(&tokens.provider)
+            .ok_or(LoginError::UnknownProvider)?;
+        let discovered = provider
+            .discovered(&self.http)
+            .await
+            .map_err(LoginError::ProviderUnavailable)?;
+        let client = provider
+            .token_client(&discovered, now)
+            .map_err(LoginError::Exchange)?;
+        let refresh_token = RefreshToken::new(refresh_token.to_owned());
+        let response = client
+            .exchange_refresh_token(&refresh_token)
+            .map_err(|e| LoginError::Exchange(e.to_string()))?
+            .request_async(&self.http)
+            .await
+            .map_err(|e| LoginError::Exchange(crate::error_chain(&e)))?;
+
+        let mut renewed = session.clone();
+        if let Some(id_token) = response.id_token() {
+            // A new ID token may carry new groups: verify it and apply the rules again.
+            let claims = self.verify(provider, id_token, None, now).await?;
+            if claims.get("sub").and_then(Value::as_str) != Some(session.user.as_str()) {
+                return Err(LoginError::IdToken(
+                    "refresh returned another subject".into(),
+                ));
+            }
+            let email = claims
+                .get("email")
+                .and_then(Value::as_str)
+                .and_then(|e| EmailAddress::parse(e).ok());
+            if let Some(Value::Array(items)) = claims.get(&provider.config.groups_claim) {
+                renewed.groups = items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect();
+            }
+            renewed.email = email.map(|e| e.as_str().to_owned()).or(renewed.email);
+            let account = renewed
+                .email
+                .clone()
+                .unwrap_or_else(|| renewed.user.clone());
+            let deny = |reason| LoginError::Denied {
+                account: account.clone(),
+                reason,
+            };
+            self.access.claims_match(&claims).map_err(deny)?;
+            let parsed = renewed
+                .email
+                .as_deref()
+                .and_then(|e| EmailAddress::parse(e).ok());
+            self.access
+                .admits(parsed.as_ref(), &renewed.groups)
+                .map_err(deny)?;
+        }
+        renewed.tokens = Some(ProviderTokens {
+            provider: tokens.provider.clone(),
+            refresh_token: response
+                .refresh_token()
+                .map(|t| t.secret().clone())
+                .or(Some(refresh_token.into_secret())),
+            access_expires_at: now + response.expires_in().map_or(3600, |d| d.as_secs()),
+            id_token: match (&tokens.id_token, response.id_token()) {
+                (Some(_), Some(new)) => Some(new.to_string()),
+                (old, _) => old.clone(),
+            },
+        });
+        renewed.issued_at = now;
+        Ok(renewed)
+    }
+}

@@ -1,0 +1,223 @@
+//! The HTML pages the proxy shows people: sign-in, access denied, sign-out confirmation and
+//! signed-out. Plain HTML and inline CSS (no JavaScript, so OIDC works without it), labelled
+//! controls, visible focus, AA contrast. Everything user- or provider-supplied is escaped.
+//!
+//! Branding: with `auth.templates_dir`, a file `sign_in.html`, `denied.html`, `sign_out.html`
+//! or `signed_out.html` there replaces the built-in body of that page; `{{content}}` in it
+//! is replaced by the page's generated content (messages, buttons, forms).
+
+use std::fmt::Write;
+use std::path::Path;
+
+use http::StatusCode;
+
+use crate::web::respond::{ProxyBody, page};
+
+const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;background:#f4f5f7;color:#1b1d21;margin:0}\
+main{max-width:26rem;margin:10vh auto;background:#fff;border-radius:12px;padding:2rem;box-shadow:0 1px 4px #0002}\
+h1{font-size:1.4rem;margin:0 0 1rem}p{line-height:1.5}\
+.button{display:block;width:100%;box-sizing:border-box;margin:.6rem 0;padding:.75rem 1rem;border-radius:8px;border:1px solid #1f4fd1;\
+background:#1f4fd1;color:#fff;font-size:1rem;text-align:center;text-decoration:none;cursor:pointer}\
+.button.secondary{background:#fff;color:#1f4fd1}\
+.button:focus-visible,a:focus-visible{outline:3px solid #f2b01e;outline-offset:2px}\
+.error{background:#fdecea;color:#8a1c13;border-radius:8px;padding:.75rem 1rem}\
+.note{color:#4a4f57;font-size:.9rem}";
+
+/// Loaded once at startup: the built-in or branded shell of each page.
+#[derive(Debug, Clone, Default)]
+pub struct Templates {
+    sign_in: Option<String>,
+    denied: Option<String>,
+    sign_out: Option<String>,
+    signed_out: Option<String>,
+}
+
+impl Templates {
+    /// Reads any branded templates present in `dir`.
+    pub fn load(dir: Option<&Path>) -> std::io::Result<Self> {
+        let Some(dir) = dir else {
+            return Ok(Self::default());
+        };
+        let read = |name: &str| match std::fs::read_to_string(dir.join(name)) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        };
+        Ok(Self {
+            sign_in: read("sign_in.html")?,
+            denied: read("denied.html")?,
+            sign_out: read("sign_out.html")?,
+            signed_out: read("signed_out.html")?,
+        })
+    }
+
+    fn render(&self, branded: &Option<String>, title: &str, content: &str) -> String {
+        match branded {
+            Some(template) => template.replace("{{content}}", content),
+            None => format!(
+                "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+                 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+                 <title>{title}</title><style>{STYLE}</style></head><body><main>{content}</main></body></html>"
+            ),
+        }
+    }
+
+    /// The sign-in page: one button per provider, an optional error above them.
+    pub fn sign_in(
+        &self,
+        prefix: &str,
+        providers: &[(&str, &str)],
+        return_to: &str,
+        error: Option<&str>,
+    ) -> Response {
+        let mut c = String::from("<h1>Sign in</h1>");
+        if let Some(error) = error {
+            let _ = write!(c, "<p class=\"error\" role=\"alert\">{}</p>", escape(error));
+        }
+        if providers.is_empty() {
+            c.push_str("<p>No sign-in method is configured for this application.</p>");
+        }
+        for (name, display) in providers {
+            let _ = write!(
+                c,
+                "<a class=\"button\" href=\"{prefix}/sign_in?provider={}&amp;rd={}\">Continue with {}</a>",
+                encode(name),
+                encode(return_to),
+                escape(display)
+            );
+        }
+        let status = if error.is_some() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        };
+        html(status, self.render(&self.sign_in, "Sign in", &c))
+    }
+
+    /// The 403 page: which account was refused, why, and how to sign out.
+    pub fn denied(&self, prefix: &str, account: &str, reason: &str) -> Response {
+        let c = format!(
+            "<h1>Access denied</h1><p>You signed in as <strong>{}</strong>, and {}.</p>\
+             <p>To use another account, sign out first.</p>\
+             <form method=\"post\" action=\"{prefix}/oauth2/sign_out\"><button class=\"button\" type=\"submit\">Sign out</button></form>",
+            escape(account),
+            escape(reason)
+        );
+        html(
+            StatusCode::FORBIDDEN,
+            self.render(&self.denied, "Access denied", &c),
+        )
+    }
+
+    /// GET of the sign-out route: a confirmation form that POSTs back.
+    pub fn sign_out(&self, prefix: &str) -> Response {
+        let c = format!(
+            "<h1>Sign out?</h1><p>You will be signed out of this application and, where supported, of your identity provider.</p>\
+             <form method=\"post\" action=\"{prefix}/oauth2/sign_out\"><button class=\"button\" type=\"submit\">Sign out</button></form>\
+             <a class=\"button secondary\" href=\"/\">Cancel</a>"
+        );
+        html(StatusCode::OK, self.render(&self.sign_out, "Sign out", &c))
+    }
+
+    pub fn signed_out(&self, prefix: &str) -> Response {
+        let c = format!(
+            "<h1>Signed out</h1><p>You are signed out.</p><a class=\"button\" href=\"{prefix}/sign_in\">Sign in again</a>"
+        );
+        html(
+            StatusCode::OK,
+            self.render(&self.signed_out, "Signed out", &c),
+        )
+    }
+}
+
+type Response = http::Response<ProxyBody>;
+
+fn html(status: StatusCode, body: String) -> Response {
+    page(status, "text/html; charset=utf-8", body)
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body(r: Response) -> String {
+        String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_sign_in_page_lists_providers_and_escapes_everything() {
+        let t = Templates::default();
+        let r = t.sign_in(
+            "/auth",
+            &[("corp", "Corp <SSO>"), ("google", "Google")],
+            "/a?b=1",
+            Some("Bad & sad"),
+        );
+        assert_eq!(r.status(), 400);
+        assert!(
+            r.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'")
+        );
+        let text = body(r).await;
+        assert!(text.contains("href=\"/auth/sign_in?provider=corp&amp;rd=%2Fa%3Fb%3D1\""));
+        assert!(text.contains("Continue with Corp &lt;SSO&gt;"));
+        assert!(text.contains("role=\"alert\">Bad &amp; sad</p>"));
+        assert!(text.contains("<html lang=\"en\">"));
+    }
+
+    #[tokio::test]
+    async fn the_denied_page_names_the_account_safely() {
+        let r = Templates::default().denied(
+            "/auth",
+            "<script>x</script>@evil",
+            "it is not on the allow-list",
+        );
+        assert_eq!(r.status(), 403);
+        let text = body(r).await;
+        assert!(text.contains("&lt;script&gt;x&lt;/script&gt;@evil"));
+        assert!(!text.contains("<script>"));
+        assert!(text.contains("action=\"/auth/oauth2/sign_out\""));
+    }
+
+    #[tokio::test]
+    async fn branded_templates_wrap_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("sign_in.html"),
+            "<html><body class=brand>{{content}}</body></html>",
+        )
+        .unwrap();
+        let t = Templates::load(Some(dir.path())).unwrap();
+        let text = body(t.sign_in("/auth", &[("a", "A")], "/", None)).await;
+        assert!(text.starts_with("<html><body class=brand><h1>Sign in</h1>"));
+        let default = body(t.signed_out("/auth")).await;
+        assert!(
+            default.contains("<main>"),
+            "pages without a template keep the built-in shell"
+        );
+    }
+}
