@@ -3,6 +3,7 @@
 //! and sends requests with a plain hyper client.
 #![allow(dead_code)] // Each test file uses a different part.
 
+pub mod oidc;
 pub mod upstream;
 
 use std::io::{Read, Write};
@@ -30,6 +31,10 @@ pub struct Extra {
     pub upstream: String,
     pub session: &'static str,
     pub auth: &'static str,
+    /// Whole tables appended at the end (`[[oidc.providers]]`, `[access]`, ...).
+    pub tail: String,
+    /// Listen on this port (tests that must know it before starting, e.g. redirect URIs).
+    pub listen_port: Option<u16>,
 }
 
 pub struct Proxy {
@@ -62,19 +67,21 @@ impl Proxy {
         let dir = tempfile::tempdir().unwrap();
         let keyring_path = dir.path().join("keyring");
         std::fs::write(&keyring_path, key_line("k1") + "\n").unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let port = extra.listen_port.unwrap_or_else(free_port);
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = format!(
             "[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\nshutdown_grace = \"10s\"\n{}\n\
              [upstream]\nurl = \"{upstream_url}\"\n{}\n\
              [session]\nkeyring_file = \"{}\"\nkeyring_poll = \"100ms\"\n{}\n\
              [auth]\nskip_auth = [\"/public/*\"]\n{}\n\
-             [runtime]\nworker_threads = 2\nlog_filter = \"info\"\n",
+             [runtime]\nworker_threads = 2\nlog_filter = \"info\"\n{}\n",
             extra.server,
             extra.upstream,
             keyring_path.display(),
             extra.session,
             extra.auth,
+            extra.tail,
         );
         let config_path = dir.path().join("proxy.toml");
         std::fs::write(&config_path, config).unwrap();

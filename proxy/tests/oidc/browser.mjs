@@ -3,7 +3,7 @@
 // JSON object on stdout; progress logs go to stderr. Exit 0 on success, 1 on a failed scenario
 // (stdout then holds {error, finalUrl, bodyText, navigations}), 2 on bad arguments.
 //
-//   node browser.mjs login      --start URL --user NAME [--password P] [--provider-button TEXT]
+//   node browser.mjs login      --start URL [--home PROXY_URL] --user NAME [--password P] [--provider-button TEXT]
 //                               [--abort] [--screenshot-signin FILE] [--screenshot-final FILE]
 //   node browser.mjs visit      --url URL [--screenshot FILE]
 //   node browser.mjs logout     --url PROXY_SIGN_OUT_URL
@@ -27,7 +27,7 @@ try {
   parsed = parseArgs({
     allowPositionals: true,
     options: {
-      start: { type: 'string' }, url: { type: 'string' }, user: { type: 'string' },
+      start: { type: 'string' }, home: { type: 'string' }, url: { type: 'string' }, user: { type: 'string' },
       password: { type: 'string', default: 'password' }, 'provider-button': { type: 'string' },
       abort: { type: 'boolean' }, 'screenshot-signin': { type: 'string' },
       'screenshot-final': { type: 'string' }, screenshot: { type: 'string' }, out: { type: 'string' },
@@ -147,7 +147,9 @@ async function visible(locator) {
 // ---- scenarios -------------------------------------------------------------------------------
 const scenarios = {
   async login(page) {
-    const home = origin(opts.start); // the proxy; any other origin is the provider
+    // The proxy; any other origin is the provider. --home names it when --start is elsewhere
+    // (a test that starts at the provider's authorization URL).
+    const home = opts.home ? origin(opts.home) : origin(opts.start);
     const result = { signInUrl: null, loginFormShown: false };
     await goto(page, opts.start);
 

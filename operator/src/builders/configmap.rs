@@ -1,0 +1,80 @@
+//! The ConfigMap holding `proxy.toml`, rendered by the proxy's own `ProxyConfig::to_toml`, and
+//! the hash of it that the Deployment carries so that a config change rolls the pods.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use sha2::{Digest, Sha256};
+
+use super::{CONFIG_FILE, meta};
+use crate::resolve::Resolved;
+
+pub fn build(r: &Resolved, owner: &Option<OwnerReference>) -> ConfigMap {
+    let names = super::Names::new(&r.name);
+    ConfigMap {
+        metadata: meta(r, &names.config_map, owner),
+        data: Some(BTreeMap::from([(
+            CONFIG_FILE.to_owned(),
+            r.proxy.to_toml(),
+        )])),
+        ..ConfigMap::default()
+    }
+}
+
+/// A short, stable digest of the ConfigMap's data (SHA-256, so it does not change between
+/// operator builds the way `std`'s hasher may).
+pub fn hash(config_map: &ConfigMap) -> String {
+    let mut digest = Sha256::new();
+    for (key, value) in config_map.data.iter().flatten() {
+        digest.update(key.as_bytes());
+        digest.update([0]);
+        digest.update(value.as_bytes());
+        digest.update([0]);
+    }
+    digest.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builders::fixtures::resolved;
+    use crate::tier::Tier;
+    use vouchrs_proxy::config::ProxyConfig;
+
+    #[test]
+    fn rendered_config_is_what_the_proxy_parses_and_accepts() {
+        for tier in Tier::ALL {
+            let r = resolved(tier);
+            let cm = build(&r, &None);
+            let text = &cm.data.as_ref().unwrap()[CONFIG_FILE];
+            let parsed = ProxyConfig::parse(text).unwrap();
+            parsed.validate().unwrap();
+            assert_eq!(parsed, r.proxy);
+            assert_eq!(parsed.upstream.url.to_string(), "http://app.shop.svc:8080");
+            assert_eq!(parsed.server.drain_delay.0.as_secs(), 5);
+            assert_eq!(parsed.runtime.worker_threads, Some(r.worker_threads));
+            assert!(
+                parsed.session.secure,
+                "https public URL makes cookies secure"
+            );
+            assert_eq!(
+                parsed.session.keyring_file.to_str(),
+                Some("/etc/vouchrs/keys/keyring")
+            );
+        }
+    }
+
+    #[test]
+    fn hash_follows_the_config_only() {
+        let a = build(&resolved(Tier::Staging), &None);
+        let mut r = resolved(Tier::Staging);
+        assert_eq!(hash(&a), hash(&build(&r, &None)));
+        r.proxy.session.duration_hours = 8;
+        assert_ne!(hash(&a), hash(&build(&r, &None)));
+        assert_eq!(hash(&a).len(), 16);
+    }
+}
