@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use common::oidc::{OidcProvider, artifacts_dir, browser};
+use common::oidc::{OidcProvider, artifacts_dir, run_browser};
 use common::upstream::TestUpstream;
 use common::{Extra, Proxy, client, free_port, get};
 
@@ -100,27 +100,21 @@ async fn a_browser_logs_in_refreshes_and_logs_out() {
 
     // Protected URL → sign-in page → provider login form → back to the original URL.
     let start = format!("{base}/app/page?x=1");
-    let (ok, out) = tokio::task::spawn_blocking({
-        let args = [
-            "login",
-            "--start",
-            &start,
-            "--user",
-            "alice",
-            "--provider-button",
-            "Test test",
-            "--state",
-            jar,
-        ];
-        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        args.extend([
-            "--screenshot-signin".into(),
-            sign_in_png.display().to_string(),
-        ]);
-        move || browser(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap();
+    let shot = sign_in_png.display().to_string();
+    let (ok, out) = run_browser(&[
+        "login",
+        "--start",
+        &start,
+        "--user",
+        "alice",
+        "--provider-button",
+        "Test test",
+        "--state",
+        jar,
+        "--screenshot-signin",
+        &shot,
+    ])
+    .await;
     assert!(ok, "{out}\n{}", proxy.log());
     assert_eq!(out["finalUrl"], start);
     assert_eq!(out["status"], 200);
@@ -160,15 +154,7 @@ async fn a_browser_logs_in_refreshes_and_logs_out() {
     // after 11 s refreshes without a visible redirect.
     tokio::time::sleep(Duration::from_secs(11)).await;
     let again = format!("{base}/app/again");
-    let (ok, out) = tokio::task::spawn_blocking({
-        let args: Vec<String> = ["visit", "--url", &again, "--state", jar]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        move || browser(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap();
+    let (ok, out) = run_browser(&["visit", "--url", &again, "--state", jar]).await;
     assert!(ok, "{out}");
     assert_eq!(out["status"], 200);
     assert_eq!(
@@ -193,15 +179,7 @@ async fn a_browser_logs_in_refreshes_and_logs_out() {
 
     // Sign out: our cookies go, the provider session ends, the next visit must sign in again.
     let sign_out = format!("{base}/auth/oauth2/sign_out");
-    let (ok, out) = tokio::task::spawn_blocking({
-        let args: Vec<String> = ["logout", "--url", &sign_out, "--state", jar]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        move || browser(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap();
+    let (ok, out) = run_browser(&["logout", "--url", &sign_out, "--state", jar]).await;
     assert!(ok, "{out}");
     assert_eq!(out["finalUrl"], format!("{base}/auth/signed_out"));
     assert!(
@@ -218,15 +196,7 @@ async fn a_browser_logs_in_refreshes_and_logs_out() {
             .len(),
         0
     );
-    let (_, out) = tokio::task::spawn_blocking({
-        let args: Vec<String> = ["visit", "--url", &again, "--state", jar]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        move || browser(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap();
+    let (_, out) = run_browser(&["visit", "--url", &again, "--state", jar]).await;
     assert!(
         out["finalUrl"]
             .as_str()
@@ -250,21 +220,18 @@ async fn users_outside_the_rules_see_a_403_naming_their_account() {
     ] {
         let start = format!("{base}/app");
         let shot = denied_png.display().to_string();
-        let (ok, out) = tokio::task::spawn_blocking(move || {
-            browser(&[
-                "login",
-                "--start",
-                &start,
-                "--user",
-                user,
-                "--provider-button",
-                "Test test",
-                "--screenshot-final",
-                &shot,
-            ])
-        })
-        .await
-        .unwrap();
+        let (ok, out) = run_browser(&[
+            "login",
+            "--start",
+            &start,
+            "--user",
+            user,
+            "--provider-button",
+            "Test test",
+            "--screenshot-final",
+            &shot,
+        ])
+        .await;
         assert!(ok, "{out}");
         assert_eq!(out["status"], 403, "{user}: {out}");
         let text = out["bodyText"].as_str().unwrap();
@@ -299,22 +266,16 @@ async fn form_post_providers_log_in_with_a_post_callback() {
     let idp = provider(port);
     let _proxy = proxy(&upstream, port, &idp.issuer, "");
     let start = format!("http://localhost:{port}/fp");
-    let (ok, out) = tokio::task::spawn_blocking({
-        let start = start.clone();
-        move || {
-            browser(&[
-                "login",
-                "--start",
-                &start,
-                "--user",
-                "alice",
-                "--provider-button",
-                "Test formpost",
-            ])
-        }
-    })
-    .await
-    .unwrap();
+    let (ok, out) = run_browser(&[
+        "login",
+        "--start",
+        &start,
+        "--user",
+        "alice",
+        "--provider-button",
+        "Test formpost",
+    ])
+    .await;
     assert!(ok, "{out}");
     assert_eq!(out["finalUrl"], start);
     assert_eq!(out["status"], 200);
@@ -353,16 +314,10 @@ async fn callbacks_are_bound_to_the_browser_and_single_use() {
     assert!(login_cookie.starts_with("__Host-vouchrs_session_login="));
 
     // A browser without that cookie finishes at the provider: the proxy refuses its callback.
-    let (ok, out) = tokio::task::spawn_blocking({
-        let (authorize, home) = (authorize.clone(), base.clone());
-        move || {
-            browser(&[
-                "login", "--start", &authorize, "--home", &home, "--user", "alice",
-            ])
-        }
-    })
-    .await
-    .unwrap();
+    let (ok, out) = run_browser(&[
+        "login", "--start", &authorize, "--home", &base, "--user", "alice",
+    ])
+    .await;
     assert!(ok, "{out}");
     assert_eq!(out["status"], 400, "{out}");
     assert!(

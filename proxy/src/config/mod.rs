@@ -516,26 +516,59 @@ mod tests {
     #[test]
     fn oidc_providers_are_checked_as_a_whole() {
         let provider = "[[oidc.providers]]\nname = \"corp\"\nissuer = \"https://sso.example.com\"\nclient_id = \"c\"\n";
-        let with_url = |extra: &str| format!("[server]\npublic_url = \"https://app.example.com\"\n{MINIMAL}{provider}{extra}");
+        let with_url = |extra: &str| {
+            format!(
+                "[server]\npublic_url = \"https://app.example.com\"\n{MINIMAL}{provider}{extra}"
+            )
+        };
         let ok = ProxyConfig::load(&with_url("client_secret_env = \"S\"\n"), env(&[])).unwrap();
         assert_eq!(ok.oidc.providers[0].scopes, ["openid", "email", "profile"]);
         let cases = [
-            (format!("{MINIMAL}{provider}client_secret_env = \"S\"\n"), "server.public_url"),
+            (
+                format!("{MINIMAL}{provider}client_secret_env = \"S\"\n"),
+                "server.public_url",
+            ),
             (with_url(""), "oidc.providers[0].client_secret_file"),
-            (with_url("client_secret_env = \"S\"\nclient_secret_file = \"/f\"\n"), "oidc.providers[0].client_secret_file"),
-            (with_url("client_secret_env = \"S\"\nscopes = [\"email\"]\n"), "oidc.providers[0].scopes"),
-            (with_url("client_secret_env = \"S\"\ntoken_endpoint = \"https://x/t\"\n"), "oidc.providers[0].authorization_endpoint"),
-            (with_url("kind = \"apple\"\n"), "oidc.providers[0].apple_private_key_file"),
-            (with_url("client_secret_env = \"S\"\n").replace("https://sso", "http://sso"), "oidc.providers[0].issuer"),
-            (with_url("client_secret_env = \"S\"\n").replace("name = \"corp\"", "name = \"Corp\""), "oidc.providers[0].name"),
-            (with_url("client_secret_env = \"S\"\n[access]\nallowed_emails = [\"a@b@c.com\"]\n"), "access.allowed_emails[0]"),
+            (
+                with_url("client_secret_env = \"S\"\nclient_secret_file = \"/f\"\n"),
+                "oidc.providers[0].client_secret_file",
+            ),
+            (
+                with_url("client_secret_env = \"S\"\nscopes = [\"email\"]\n"),
+                "oidc.providers[0].scopes",
+            ),
+            (
+                with_url("client_secret_env = \"S\"\ntoken_endpoint = \"https://x/t\"\n"),
+                "oidc.providers[0].authorization_endpoint",
+            ),
+            (
+                with_url("kind = \"apple\"\n"),
+                "oidc.providers[0].apple_private_key_file",
+            ),
+            (
+                with_url("client_secret_env = \"S\"\n").replace("https://sso", "http://sso"),
+                "oidc.providers[0].issuer",
+            ),
+            (
+                with_url("client_secret_env = \"S\"\n")
+                    .replace("name = \"corp\"", "name = \"Corp\""),
+                "oidc.providers[0].name",
+            ),
+            (
+                with_url("client_secret_env = \"S\"\n[access]\nallowed_emails = [\"a@b@c.com\"]\n"),
+                "access.allowed_emails[0]",
+            ),
         ];
         for (text, key) in cases {
             let err = ProxyConfig::load(&text, env(&[])).unwrap_err();
             assert_eq!(err.key, key, "{text}\n{err}");
         }
-        let twice = with_url("client_secret_env = \"S\"\n") + provider + "client_secret_env = \"S\"\n";
-        assert_eq!(ProxyConfig::load(&twice, env(&[])).unwrap_err().key, "oidc.providers[1].name");
+        let twice =
+            with_url("client_secret_env = \"S\"\n") + provider + "client_secret_env = \"S\"\n";
+        assert_eq!(
+            ProxyConfig::load(&twice, env(&[])).unwrap_err().key,
+            "oidc.providers[1].name"
+        );
     }
 
     #[test]

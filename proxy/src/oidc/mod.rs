@@ -245,16 +245,7 @@ impl Oidc {
         let code = callback
             .code
             .ok_or_else(|| LoginError::ProviderError("no code".into()))?;
-        let provider = self
-            .provider(&pending.provider)
-            .ok_or(LoginError::UnknownProvider)?;
-        let discovered = provider
-            .discovered(&self.http)
-            .await
-            .map_err(LoginError::ProviderUnavailable)?;
-        let client = provider
-            .token_client(&discovered, now)
-            .map_err(LoginError::Exchange)?;
+        let (provider, client) = self.client_for(&pending.provider, now).await?;
         let tokens = client
             .exchange_code(AuthorizationCode::new(code))
             .map_err(|e| LoginError::Exchange(e.to_string()))?
@@ -364,12 +355,35 @@ impl Oidc {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
-        let raw_email = claims.get("email").and_then(Value::as_str);
-        let account = raw_email
-            .unwrap_or(&user)
-            .chars()
-            .take(254)
-            .collect::<String>();
+        let (email, groups) = self.admitted(provider, claims, None)?;
+        let mut session = sealer.start(user, email, groups, format!("oidc:{}", config.name), now);
+        session.tokens = Some(ProviderTokens {
+            provider: config.name.to_string(),
+            refresh_token: tokens
+                .refresh_token()
+                .filter(|_| config.refresh)
+                .map(|t| t.secret().clone()),
+            access_expires_at: now + tokens.expires_in().map_or(3600, |d| d.as_secs()),
+            id_token: provider.end_session_endpoint().map(|_| id_token),
+        });
+        Ok(session)
+    }
+
+    /// The email and groups in verified claims, once the access rules admit them. On refresh,
+    /// `known` is the current session: claims a refreshed ID token leaves out are kept from it.
+    fn admitted(
+        &self,
+        provider: &Provider,
+        claims: &Map<String, Value>,
+        known: Option<&Session>,
+    ) -> Result<(Option<String>, Vec<String>), LoginError> {
+        let config = &provider.config;
+        let raw_email = claims
+            .get("email")
+            .and_then(Value::as_str)
+            .or_else(|| known.and_then(|s| s.email.as_deref()));
+        let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
+        let account: String = raw_email.unwrap_or(sub).chars().take(254).collect();
         let deny = |reason| LoginError::Denied {
             account: account.clone(),
             reason,
@@ -398,28 +412,28 @@ impl Oidc {
                 .map(str::to_owned)
                 .collect(),
             Some(Value::String(one)) => vec![one.clone()],
-            _ => Vec::new(),
+            _ => known.map(|s| s.groups.clone()).unwrap_or_default(),
         };
         self.access.claims_match(claims).map_err(deny)?;
         self.access.admits(email.as_ref(), &groups).map_err(deny)?;
+        Ok((email.map(|e| e.as_str().to_owned()), groups))
+    }
 
-        let mut session = sealer.start(
-            user,
-            email.map(|e| e.as_str().to_owned()),
-            groups,
-            format!("oidc:{}", config.name),
-            now,
-        );
-        session.tokens = Some(ProviderTokens {
-            provider: config.name.to_string(),
-            refresh_token: tokens
-                .refresh_token()
-                .filter(|_| config.refresh)
-                .map(|t| t.secret().clone()),
-            access_expires_at: now + tokens.expires_in().map_or(3600, |d| d.as_secs()),
-            id_token: provider.end_session_endpoint().map(|_| id_token),
-        });
-        Ok(session)
+    /// A provider by name, with a client ready for its token endpoint.
+    async fn client_for(
+        &self,
+        name: &str,
+        now: u64,
+    ) -> Result<(&Arc<Provider>, provider::OidcClient), LoginError> {
+        let provider = self.provider(name).ok_or(LoginError::UnknownProvider)?;
+        let discovered = provider
+            .discovered(&self.http)
+            .await
+            .map_err(LoginError::ProviderUnavailable)?;
+        let client = provider
+            .token_client(&discovered, now)
+            .map_err(LoginError::Exchange)?;
+        Ok((provider, client))
     }
 
     /// Where to send the browser after our cookies are cleared: the provider's end-session

@@ -14,7 +14,6 @@ use serde_json::Value;
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::{LoginError, Oidc};
-use crate::config::EmailAddress;
 use crate::session::{ProviderTokens, Session};
 
 /// How long the previous cookie keeps yielding the refreshed session.
@@ -86,16 +85,7 @@ impl Oidc {
     ) -> Result<Session, LoginError> {
         // Invariant: `refresh` only calls this for sessions with tokens.
         let tokens = session.tokens.as_ref().ok_or(LoginError::UnknownProvider)?;
-        let provider = self
-            .provider(&tokens.provider)
-            .ok_or(LoginError::UnknownProvider)?;
-        let discovered = provider
-            .discovered(&self.http)
-            .await
-            .map_err(LoginError::ProviderUnavailable)?;
-        let client = provider
-            .token_client(&discovered, now)
-            .map_err(LoginError::Exchange)?;
+        let (provider, client) = self.client_for(&tokens.provider, now).await?;
         let refresh_token = RefreshToken::new(refresh_token.to_owned());
         let response = client
             .exchange_refresh_token(&refresh_token)
@@ -113,34 +103,9 @@ impl Oidc {
                     "refresh returned another subject".into(),
                 ));
             }
-            let email = claims
-                .get("email")
-                .and_then(Value::as_str)
-                .and_then(|e| EmailAddress::parse(e).ok());
-            if let Some(Value::Array(items)) = claims.get(&provider.config.groups_claim) {
-                renewed.groups = items
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect();
-            }
-            renewed.email = email.map(|e| e.as_str().to_owned()).or(renewed.email);
-            let account = renewed
-                .email
-                .clone()
-                .unwrap_or_else(|| renewed.user.clone());
-            let deny = |reason| LoginError::Denied {
-                account: account.clone(),
-                reason,
-            };
-            self.access.claims_match(&claims).map_err(deny)?;
-            let parsed = renewed
-                .email
-                .as_deref()
-                .and_then(|e| EmailAddress::parse(e).ok());
-            self.access
-                .admits(parsed.as_ref(), &renewed.groups)
-                .map_err(deny)?;
+            let (email, groups) = self.admitted(provider, &claims, Some(session))?;
+            renewed.email = email;
+            renewed.groups = groups;
         }
         renewed.tokens = Some(ProviderTokens {
             provider: tokens.provider.clone(),

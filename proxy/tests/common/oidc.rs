@@ -109,3 +109,13 @@ pub fn browser(args: &[&str]) -> (bool, serde_json::Value) {
     });
     (out.status.success(), json)
 }
+
+/// [`browser`] on a blocking thread, so the test's runtime keeps serving meanwhile.
+pub async fn run_browser(args: &[&str]) -> (bool, serde_json::Value) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        browser(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .expect("browser thread")
+}
