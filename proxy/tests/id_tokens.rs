@@ -26,6 +26,9 @@ use tokio::net::TcpListener;
 use common::upstream::TestUpstream;
 use common::{Extra, Proxy, client, free_port, get};
 
+/// Turns good claims into the token to hand out.
+type SpoilFn = Box<dyn FnOnce(Value) -> Spoil>;
+
 /// What the token endpoint hands out next.
 #[derive(Clone)]
 struct Spoil {
@@ -213,7 +216,7 @@ async fn only_a_verified_id_token_starts_a_session() {
     );
 
     let now = common::now();
-    let spoiled: Vec<(&str, Box<dyn FnOnce(Value) -> Spoil>)> = vec![
+    let spoiled: Vec<(&str, SpoilFn)> = vec![
         (
             "wrong nonce",
             Box::new(move |c| good(with(c, "nonce", json!("not-the-nonce")))),
