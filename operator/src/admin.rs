@@ -63,6 +63,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
+    // The bound address, so that port 0 (tests, the local demo) can be found in the log.
+    let addr = listener.local_addr()?;
     tracing::info!(%addr, "admin endpoints listening");
     tokio::pin!(shutdown);
     loop {

@@ -9,14 +9,17 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions,
+};
 use kube::{Api, Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::builders::secret::{self, KeysPlan};
-use crate::builders::{Children, Names};
+use crate::builders::{Children, Names, monitoring};
+use crate::conditions::MonitoringState;
 use crate::error::Error;
 use crate::keyring::Key;
 use crate::resolve::{Resolved, Scaling};
@@ -131,6 +134,125 @@ pub async fn apply_children(
         apply(client, ns, pdb, "vouchrs-operator/pdb").await?;
     }
     Ok(deployment)
+}
+
+/// Applies the gateway's ServiceMonitor and PrometheusRule where the cluster serves the
+/// Prometheus Operator's kinds (API discovery of `monitoring.coreos.com/v1`), and deletes
+/// ours when the gateway stops asking for them. Without the CRDs nothing is written and the
+/// state says so: the gateway itself is not failed for it.
+pub async fn monitoring(
+    client: &Client,
+    r: &Resolved,
+    children: &Children,
+    was_applied: bool,
+    owner_uid: Option<&str>,
+) -> Result<MonitoringState, Error> {
+    let sm = monitoring::service_monitor_resource();
+    let pr = monitoring::prometheus_rule_resource();
+    let Some(wanted) = &children.monitoring else {
+        // Only a gateway whose status says we applied them has anything to delete; the
+        // others cost no call (and need no discovery).
+        if was_applied && let Some(uid) = owner_uid {
+            let name = Names::new(&r.name).workload;
+            for ar in [&sm, &pr] {
+                delete_dynamic_if_owned(client, r, ar, &name, uid).await?;
+            }
+        }
+        return Ok(MonitoringState::Off);
+    };
+    let served = match client
+        .list_api_group_resources(monitoring::GROUP_VERSION)
+        .await
+    {
+        Ok(list) => [&sm, &pr]
+            .iter()
+            .all(|ar| list.resources.iter().any(|res| res.name == ar.plural)),
+        Err(kube::Error::Api(e)) if e.code == 404 => false,
+        Err(source) => {
+            return Err(Error::Read {
+                kind: "APIResourceList",
+                source,
+            });
+        }
+    };
+    if !served {
+        return Ok(MonitoringState::CrdsMissing);
+    }
+    for (ar, object, manager) in [
+        (
+            &sm,
+            &wanted.service_monitor,
+            "vouchrs-operator/servicemonitor",
+        ),
+        (
+            &pr,
+            &wanted.prometheus_rule,
+            "vouchrs-operator/prometheusrule",
+        ),
+    ] {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &r.namespace, ar);
+        let name = object.metadata.name.clone().unwrap_or_default();
+        api.patch(
+            &name,
+            &PatchParams::apply(manager).force(),
+            &Patch::Apply(object),
+        )
+        .await
+        .map_err(|source| Error::Apply {
+            kind: if ar.kind == "ServiceMonitor" {
+                "ServiceMonitor"
+            } else {
+                "PrometheusRule"
+            },
+            source,
+        })?;
+    }
+    Ok(MonitoringState::Applied)
+}
+
+async fn delete_dynamic_if_owned(
+    client: &Client,
+    r: &Resolved,
+    ar: &ApiResource,
+    name: &str,
+    uid: &str,
+) -> Result<(), Error> {
+    let kind = if ar.kind == "ServiceMonitor" {
+        "ServiceMonitor"
+    } else {
+        "PrometheusRule"
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &r.namespace, ar);
+    let existing = match api.get_opt(name).await {
+        Ok(existing) => existing,
+        // The CRDs are gone, and with them the objects.
+        Err(kube::Error::Api(e)) if e.code == 404 => None,
+        Err(source) => return Err(Error::Read { kind, source }),
+    };
+    let Some(existing) = existing else {
+        return Ok(());
+    };
+    if !existing
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == uid)
+    {
+        return Ok(());
+    }
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: existing.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(source) => Err(Error::Delete { kind, source }),
+    }
 }
 
 /// Deletes the HPA and PDB when the spec no longer wants them (only ours, by owner uid).

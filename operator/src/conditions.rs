@@ -90,6 +90,51 @@ pub fn applied(
     status
 }
 
+/// What became of a gateway's monitoring objects in this reconcile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MonitoringState {
+    /// The gateway does not ask for monitoring: no `Monitoring` condition.
+    Off,
+    /// ServiceMonitor and PrometheusRule applied.
+    Applied,
+    /// The cluster does not serve the Prometheus Operator's kinds; nothing was applied.
+    CrdsMissing,
+}
+
+/// Condition reason when the Prometheus Operator's CRDs are missing.
+pub const MONITORING_UNAVAILABLE: &str = "PrometheusOperatorMissing";
+
+/// `status` with the `Monitoring` condition for `state` (removed when monitoring is off).
+pub fn with_monitoring(
+    mut status: VouchrsGatewayStatus,
+    state: &MonitoringState,
+    generation: Option<i64>,
+    now: Time,
+) -> VouchrsGatewayStatus {
+    let verdict = match state {
+        MonitoringState::Off => {
+            status
+                .conditions
+                .retain(|c| c.type_ != ConditionType::Monitoring.as_str());
+            return status;
+        }
+        MonitoringState::Applied => verdict(
+            ConditionType::Monitoring,
+            true,
+            "Applied",
+            "ServiceMonitor and PrometheusRule applied".into(),
+        ),
+        MonitoringState::CrdsMissing => verdict(
+            ConditionType::Monitoring,
+            false,
+            MONITORING_UNAVAILABLE,
+            "the cluster does not serve monitoring.coreos.com/v1 ServiceMonitor and PrometheusRule: install the Prometheus Operator (the gateway is retried every 15 minutes), or scrape the Service's admin port (9090, /metrics) another way".into(),
+        ),
+    };
+    merge(&mut status, &[verdict], generation, now);
+    status
+}
+
 /// Status for a spec that cannot run: nothing was applied.
 pub fn invalid(gw: &VouchrsGateway, error: &InvalidSpec, now: Time) -> VouchrsGatewayStatus {
     let message = error.to_string();
@@ -164,6 +209,21 @@ pub fn transitions(
             ConditionType::Degraded,
         ));
     }
+    let (monitoring_was, monitoring_now) = (
+        get(old, ConditionType::Monitoring),
+        get(Some(new), ConditionType::Monitoring),
+    );
+    if let Some((status, _)) = &monitoring_now
+        && status == "False"
+        && monitoring_was.as_ref() != monitoring_now.as_ref()
+    {
+        out.push(event(
+            EventType::Warning,
+            "MonitoringUnavailable",
+            new,
+            ConditionType::Monitoring,
+        ));
+    }
     if new.keys_rotated_at.is_some()
         && old.and_then(|o| o.keys_rotated_at.as_ref()) != new.keys_rotated_at.as_ref()
     {
@@ -208,6 +268,16 @@ fn with_conditions(gw: &VouchrsGateway, verdicts: &[Verdict], now: Time) -> Vouc
     let mut status = gw.status.clone().unwrap_or_default();
     let generation = gw.metadata.generation;
     status.observed_generation = generation;
+    merge(&mut status, verdicts, generation, now);
+    status
+}
+
+fn merge(
+    status: &mut VouchrsGatewayStatus,
+    verdicts: &[Verdict],
+    generation: Option<i64>,
+    now: Time,
+) {
     for v in verdicts {
         let text = if v.status { "True" } else { "False" };
         let since = match status.condition(v.kind) {
@@ -237,7 +307,6 @@ fn with_conditions(gw: &VouchrsGateway, verdicts: &[Verdict], now: Time) -> Vouc
             .iter()
             .position(|k| k.as_str() == c.type_)
     });
-    status
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use kube::runtime::events::{Event, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::api::{VouchrsGateway, VouchrsGatewayStatus};
+use crate::api::{ConditionType, VouchrsGateway, VouchrsGatewayStatus};
 use crate::apply;
 use crate::builders::{self, secret, service};
 use crate::conditions;
@@ -148,6 +148,19 @@ async fn converge(
     let children = builders::build(resolved, &owner);
     let deployment = apply::apply_children(&ctx.client, resolved, &children).await?;
     apply::clean_up(&ctx.client, resolved, &children, gw.meta().uid.as_deref()).await?;
+    let monitoring_was_applied = gw
+        .status
+        .as_ref()
+        .and_then(|s| s.condition(ConditionType::Monitoring))
+        .is_some_and(|c| c.status == "True");
+    let monitoring = apply::monitoring(
+        &ctx.client,
+        resolved,
+        &children,
+        monitoring_was_applied,
+        gw.meta().uid.as_deref(),
+    )
+    .await?;
 
     let rotated_at = keys
         .secret
@@ -162,6 +175,7 @@ async fn converge(
         rotated_at,
         Time(now),
     );
+    let status = conditions::with_monitoring(status, &monitoring, gw.meta().generation, Time(now));
     publish(ctx, gw, status).await?;
 
     // Come back when the oldest retired key is due for pruning, if that is sooner.

@@ -307,3 +307,135 @@ fn base64_decode(text: &str) -> Vec<u8> {
         .decode(text)
         .unwrap()
 }
+
+fn monitored() -> VouchrsGateway {
+    let mut gw = staging();
+    gw.spec.monitoring = Some(crate::api::MonitoringSpec {
+        enabled: Some(true),
+        labels: Some(BTreeMap::from([("release".to_owned(), "kps".to_owned())])),
+    });
+    gw
+}
+
+/// Makes the fake server serve the Prometheus Operator's kinds.
+fn install_prometheus_operator(state: &Shared) {
+    state.lock().unwrap().objects.insert(
+        "/apis/monitoring.coreos.com/v1".to_owned(),
+        serde_json::json!({
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": "monitoring.coreos.com/v1",
+            "resources": [
+                {"name": "servicemonitors", "singularName": "servicemonitor", "namespaced": true, "kind": "ServiceMonitor", "verbs": ["get", "patch"]},
+                {"name": "prometheusrules", "singularName": "prometheusrule", "namespaced": true, "kind": "PrometheusRule", "verbs": ["get", "patch"]},
+            ],
+        }),
+    );
+}
+
+fn monitoring_condition(state: &Shared, gw: &VouchrsGateway) -> Option<(String, String)> {
+    fake_api::gateway(state, gw)
+        .status?
+        .condition(crate::api::ConditionType::Monitoring)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+#[tokio::test]
+async fn without_the_prometheus_operator_monitoring_is_reported_not_failed() {
+    let gw = monitored();
+    let (client, state) = fake_api::start(&gw);
+    let (result, calls) = run(&state, &client, &gw).await;
+    assert_eq!(result.unwrap(), Action::requeue(RESYNC));
+    let monitoring: Vec<String> = shorts(&calls)
+        .into_iter()
+        .filter(|c| c.contains("monitoring.coreos.com"))
+        .collect();
+    assert_eq!(
+        monitoring,
+        ["GET monitoring.coreos.com/v1"],
+        "discovery only"
+    );
+    assert_eq!(
+        monitoring_condition(&state, &gw),
+        Some(("False".into(), "PrometheusOperatorMissing".into()))
+    );
+    let status = fake_api::gateway(&state, &gw).status.unwrap();
+    let degraded = status
+        .condition(crate::api::ConditionType::Degraded)
+        .unwrap();
+    assert_eq!(degraded.status, "False", "the gateway itself is fine");
+    let events: Vec<&str> = calls
+        .iter()
+        .filter(|c| c.path.contains("/events"))
+        .map(|c| c.body.as_ref().unwrap()["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["MonitoringUnavailable"]);
+}
+
+#[tokio::test]
+async fn with_the_prometheus_operator_monitoring_is_applied_then_removed_when_disabled() {
+    let gw = monitored();
+    let (client, state) = fake_api::start(&gw);
+    install_prometheus_operator(&state);
+    let (result, calls) = run(&state, &client, &gw).await;
+    assert!(result.is_ok());
+    let tail: Vec<String> = shorts(&calls)
+        .into_iter()
+        .skip_while(|c| !c.contains("monitoring.coreos.com"))
+        .take(3)
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "GET monitoring.coreos.com/v1",
+            "PATCH servicemonitors/shop-vouchrs",
+            "PATCH prometheusrules/shop-vouchrs",
+        ]
+    );
+    let sm = fake_api::object(&state, "servicemonitors/shop-vouchrs").unwrap();
+    assert_eq!(sm["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+    assert_eq!(sm["metadata"]["labels"]["release"], "kps");
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], "admin");
+    let rule = fake_api::object(&state, "prometheusrules/shop-vouchrs").unwrap();
+    assert!(
+        rule["spec"]["groups"][0]["rules"][0]["expr"]
+            .as_str()
+            .unwrap()
+            .contains("namespace=\"shop\",gateway=\"shop\"")
+    );
+    assert_eq!(
+        monitoring_condition(&state, &gw),
+        Some(("True".into(), "Applied".into()))
+    );
+
+    // Turned off: ours are deleted, and the condition goes away.
+    let mut gw = fake_api::gateway(&state, &gw);
+    gw.spec.monitoring = None;
+    fake_api::put_gateway(&state, &gw);
+    let (result, calls) = run(&state, &client, &gw).await;
+    assert!(result.is_ok());
+    let deletes: Vec<String> = calls
+        .iter()
+        .filter(|c| c.method == Method::DELETE)
+        .map(Call::short)
+        .collect();
+    assert_eq!(
+        deletes,
+        [
+            "DELETE servicemonitors/shop-vouchrs",
+            "DELETE prometheusrules/shop-vouchrs"
+        ]
+    );
+    assert!(fake_api::object(&state, "servicemonitors/shop-vouchrs").is_none());
+    assert_eq!(monitoring_condition(&state, &gw), None);
+
+    // And a gateway that never had monitoring costs no monitoring call at all.
+    let gw = fake_api::gateway(&state, &gw);
+    let (_, calls) = run(&state, &client, &gw).await;
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.path.contains("monitoring.coreos.com")),
+        "{calls:?}"
+    );
+}

@@ -67,6 +67,11 @@ pub fn children_yaml(
         if let Some(pdb) = &children.pdb {
             push_doc(&mut out, pdb);
         }
+        if let Some(monitoring) = &children.monitoring {
+            out.push_str("# Needs the Prometheus Operator's CRDs (monitoring.coreos.com/v1).\n");
+            push_doc(&mut out, &monitoring.service_monitor);
+            push_doc(&mut out, &monitoring.prometheus_rule);
+        }
     }
     Ok(out)
 }
@@ -79,4 +84,32 @@ fn push_doc(out: &mut String, object: &impl Serialize) {
 fn to_yaml(object: &impl Serialize) -> String {
     // Invariant: Kubernetes objects are plain maps, lists and scalars; YAML takes them all.
     serde_yaml_ng::to_string(object).expect("Kubernetes objects serialize to YAML")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GATEWAY: &str = "apiVersion: vouchrs.app/v1alpha1
+kind: VouchrsGateway
+metadata: { name: shop, namespace: shop }
+spec:
+  tier: staging
+  upstream: { url: http://app.shop.svc:8080 }
+  publicUrl: https://shop.example.com
+";
+
+    #[test]
+    fn monitoring_objects_are_rendered_only_when_asked_for() {
+        let plain = children_yaml(GATEWAY, &Settings::default(), 0).unwrap();
+        assert!(!plain.contains("monitoring.coreos.com"));
+        let monitored = format!("{GATEWAY}  monitoring: {{ enabled: true }}\n");
+        let text = children_yaml(&monitored, &Settings::default(), 0).unwrap();
+        assert!(text.contains("apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\n"));
+        assert!(text.contains("apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\n"));
+        assert!(text.contains("replacement: staging"));
+        let disabled = format!("{GATEWAY}  monitoring: {{ enabled: false }}\n");
+        let text = children_yaml(&disabled, &Settings::default(), 0).unwrap();
+        assert!(!text.contains("monitoring.coreos.com"));
+    }
 }

@@ -5,6 +5,7 @@
 //! bad spec stops before any child is written and is reported as `InvalidSpec`. The proxy
 //! config is built from the proxy's own type and passed through its own `validate()`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use vouchrs_proxy::config::{
@@ -95,6 +96,8 @@ pub struct Resolved {
     pub image: String,
     pub extra_env: Vec<(String, String)>,
     pub proxy: ProxyConfig,
+    /// Extra labels of the ServiceMonitor and PrometheusRule, when monitoring is enabled.
+    pub monitoring: Option<BTreeMap<String, String>>,
 }
 
 impl Resolved {
@@ -167,6 +170,11 @@ pub fn resolve(gw: &VouchrsGateway, settings: &Settings) -> Result<Resolved, Inv
             .unwrap_or_else(|| settings.proxy_image.clone()),
         extra_env,
         proxy,
+        monitoring: spec
+            .monitoring
+            .as_ref()
+            .filter(|m| m.enabled == Some(true))
+            .map(|m| m.labels.clone().unwrap_or_default()),
     })
 }
 

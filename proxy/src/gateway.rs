@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use crate::auth_routes::AuthRoutes;
 use crate::config::{AccessRules, EmailAddress, PathRule, ProxyConfig};
 use crate::metrics::{METRICS, SessionOutcome, UpstreamFailure};
-use crate::oidc::refresh;
+use crate::oidc::refresh::{self, Refreshed};
 use crate::session::cache::ValidatedCookies;
 use crate::session::{Rejected, Session, SessionSealer};
 use crate::upstream::Upstream;
@@ -132,22 +132,25 @@ impl Gateway {
         METRICS.session(outcome, cache_hit);
 
         // Provider tokens about to expire are refreshed first, so the upstream never sees an
-        // identity the provider no longer vouches for. A failed refresh ends the session.
+        // identity the provider no longer vouches for. A refused refresh ends the session; an
+        // unreachable provider leaves it as it is.
         let mut reseal: Option<Session> = None;
         let mut end_session = false;
         if let Some(current) = identity.as_ref().filter(|i| refresh::due(&i.session, now)) {
-            match self
-                .auth
-                .oidc
-                .refresh(&current.session, now)
-                .await
-                .and_then(Identity::new)
-            {
-                Some(refreshed) => {
-                    reseal = Some(refreshed.session.clone());
-                    identity = Some(Arc::new(refreshed));
+            match self.auth.oidc.refresh(&current.session, now).await {
+                Refreshed::Renewed(session) => match Identity::new(session) {
+                    Some(refreshed) => {
+                        reseal = Some(refreshed.session.clone());
+                        identity = Some(Arc::new(refreshed));
+                    }
+                    None => {
+                        (identity, outcome, end_session) = (None, SessionOutcome::Invalid, true)
+                    }
+                },
+                Refreshed::Ended => {
+                    (identity, outcome, end_session) = (None, SessionOutcome::Expired, true)
                 }
-                None => (identity, outcome, end_session) = (None, SessionOutcome::Expired, true),
+                Refreshed::Unavailable => {}
             }
         }
 

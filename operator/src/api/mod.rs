@@ -98,6 +98,29 @@ pub struct VouchrsGatewaySpec {
     /// image and extra environment variables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overrides: Option<Overrides>,
+
+    /// Prometheus Operator integration: a ServiceMonitor for the proxy's `/metrics` and a
+    /// PrometheusRule with the deployment guide's alerts, both scoped to this gateway.
+    /// Omitted: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringSpec>,
+}
+
+/// What the operator creates for Prometheus (needs the Prometheus Operator's CRDs,
+/// `monitoring.coreos.com/v1`; without them the `Monitoring` condition says so).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// Create a ServiceMonitor (scraping the Service's `admin` port, adding `gateway` and
+    /// `tier` labels) and a PrometheusRule (the alerts of `config/monitoring`) for this
+    /// gateway. Default false; turning it off deletes both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+
+    /// Extra labels on the ServiceMonitor and PrometheusRule, for a Prometheus whose
+    /// `serviceMonitorSelector`/`ruleSelector` need them (e.g. `release: kube-prometheus-stack`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Where the proxy forwards authenticated requests.

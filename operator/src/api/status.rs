@@ -16,8 +16,9 @@ pub struct VouchrsGatewayStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// `Ready` (serving), `Progressing` (a rollout is under way) and `Degraded` (the last
-    /// reconcile failed or the spec is invalid).
+    /// `Ready` (serving), `Progressing` (a rollout is under way), `Degraded` (the last
+    /// reconcile failed or the spec is invalid), and with `spec.monitoring` enabled
+    /// `Monitoring` (ServiceMonitor and PrometheusRule applied, or why not).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -45,16 +46,23 @@ pub enum ConditionType {
     Ready,
     Progressing,
     Degraded,
+    Monitoring,
 }
 
 impl ConditionType {
-    pub const ALL: [ConditionType; 3] = [Self::Ready, Self::Progressing, Self::Degraded];
+    pub const ALL: [ConditionType; 4] = [
+        Self::Ready,
+        Self::Progressing,
+        Self::Degraded,
+        Self::Monitoring,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ready => "Ready",
             Self::Progressing => "Progressing",
             Self::Degraded => "Degraded",
+            Self::Monitoring => "Monitoring",
         }
     }
 }

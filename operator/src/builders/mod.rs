@@ -8,6 +8,7 @@
 pub mod configmap;
 pub mod deployment;
 pub mod hpa;
+pub mod monitoring;
 pub mod pdb;
 pub mod rbac;
 pub mod secret;
@@ -106,6 +107,16 @@ pub struct Children {
     pub hpa: Option<HorizontalPodAutoscaler>,
     /// Present when at least two pods always run.
     pub pdb: Option<PodDisruptionBudget>,
+    /// ServiceMonitor and PrometheusRule, present when the gateway asks for monitoring
+    /// (applied only where the cluster serves `monitoring.coreos.com/v1`).
+    pub monitoring: Option<Monitoring>,
+}
+
+/// The Prometheus Operator objects of a gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Monitoring {
+    pub service_monitor: kube::api::DynamicObject,
+    pub prometheus_rule: kube::api::DynamicObject,
 }
 
 /// Builds every applied child of a resolved gateway.
@@ -120,6 +131,10 @@ pub fn build(r: &Resolved, owner: &Option<OwnerReference>) -> Children {
         service: service::build(r, owner),
         hpa: hpa::build(r, owner),
         pdb: pdb::build(r, owner),
+        monitoring: r.monitoring.as_ref().map(|extra| Monitoring {
+            service_monitor: monitoring::service_monitor(r, extra, owner),
+            prometheus_rule: monitoring::prometheus_rule(r, extra, owner),
+        }),
         config_map,
     }
 }

@@ -22,7 +22,7 @@ const GRACE: Duration = Duration::from_secs(30);
 pub const REFRESH_AHEAD_SECS: u64 = 30;
 
 /// The outcome of one refresh, filled in by the first request that runs it.
-type Shared = Arc<AsyncMutex<Option<Option<Session>>>>;
+type Shared = Arc<AsyncMutex<Option<Refreshed>>>;
 
 #[derive(Default)]
 pub struct Refreshes {
@@ -48,10 +48,29 @@ pub fn due(session: &Session, now: u64) -> bool {
     })
 }
 
+/// What a refresh came to.
+#[derive(Debug, Clone)]
+pub enum Refreshed {
+    /// New tokens (and possibly new claims): reseal the session.
+    Renewed(Session),
+    /// The provider refused (revoked or expired refresh token, a bad ID token, access
+    /// denied): the session ends.
+    Ended,
+    /// The provider could not be reached: keep the session as it is and try again later, so
+    /// an identity-provider outage never logs everyone out.
+    Unavailable,
+}
+
 impl Oidc {
-    /// The refreshed session, or `None` when the refresh failed (the session then ends).
-    pub async fn refresh(&self, session: &Session, now: u64) -> Option<Session> {
-        let refresh_token = session.tokens.as_ref()?.refresh_token.clone()?;
+    /// Refreshes `session`'s tokens; parallel callers with the same refresh token share one
+    /// attempt and its outcome.
+    pub async fn refresh(&self, session: &Session, now: u64) -> Refreshed {
+        let Some(tokens) = session.tokens.as_ref() else {
+            return Refreshed::Ended;
+        };
+        let Some(refresh_token) = tokens.refresh_token.clone() else {
+            return Refreshed::Ended;
+        };
         let cell = self.refreshes.cell(&refresh_token);
         // Later requests wait here for the first one's result.
         let mut outcome = cell.lock().await;
@@ -59,20 +78,22 @@ impl Oidc {
             return done.clone();
         }
         let result = match self.refresh_once(session, &refresh_token, now).await {
-            Ok(renewed) => Some(renewed),
+            Ok(renewed) => Refreshed::Renewed(renewed),
+            Err(LoginError::ProviderUnavailable(error)) => {
+                tracing::warn!(%error, "token refresh postponed: provider unavailable");
+                Refreshed::Unavailable
+            }
             Err(error) => {
-                tracing::warn!(reason = error.label(), %error, "token refresh failed; session ended");
-                None
+                tracing::warn!(reason = error.label(), %error, "token refresh refused; session ended");
+                Refreshed::Ended
             }
         };
-        crate::metrics::METRICS.login(
-            &session.tokens.as_ref()?.provider,
-            if result.is_some() {
-                "refreshed"
-            } else {
-                "refresh_failed"
-            },
-        );
+        let label = match result {
+            Refreshed::Renewed(_) => "refreshed",
+            Refreshed::Ended => "refresh_failed",
+            Refreshed::Unavailable => "refresh_postponed",
+        };
+        crate::metrics::METRICS.login(&tokens.provider, label);
         *outcome = Some(result.clone());
         result
     }
@@ -92,7 +113,14 @@ impl Oidc {
             .map_err(|e| LoginError::Exchange(e.to_string()))?
             .request_async(&self.http)
             .await
-            .map_err(|e| LoginError::Exchange(crate::error_chain(&e)))?;
+            .map_err(|e| match e {
+                // The provider answered and said no: the refresh token is done for.
+                openidconnect::RequestTokenError::ServerResponse(_) => {
+                    LoginError::Exchange(crate::error_chain(&e))
+                }
+                // No usable answer (unreachable, timeout, a 5xx page): try again later.
+                _ => LoginError::ProviderUnavailable(crate::error_chain(&e)),
+            })?;
 
         let mut renewed = session.clone();
         if let Some(id_token) = response.id_token() {
