@@ -5,9 +5,12 @@
 #   2. starts the control plane on 127.0.0.1, installs the CRD and the operator's RBAC;
 #   3. runs the operator in the background as its ServiceAccount (only config/rbac's
 #      permissions), applies config/samples/staging.yaml and prints what the operator made;
-#   4. runs vouchrs-proxy locally in front of a sample app and prints what to try.
-# Ctrl-C stops everything. Works from nothing: needs cargo, go, python3, curl and openssl.
+#   4. starts a local OpenID provider (oidc-provider, Node.js) and vouchrs-proxy in front of a
+#      sample app, and prints where to log in and what to try.
+# Ctrl-C stops everything. Works from nothing: needs cargo, go, node/npm, python3, curl and openssl.
 #   VOUCHRS_DEMO_PROFILE=dev hack/demo.sh    # debug builds: quicker to build, slower to run
+#   VOUCHRS_DEMO_CHECK=1 hack/demo.sh        # CI: log in as alice in headless Chromium, then stop
+#   VOUCHRS_DEMO_SKIP_BUILD=1                # use the binaries already in the target dir
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,8 +21,10 @@ dir=/tmp/vouchrs-dev
 mkdir -p "$dir"
 step() { printf '\n== %s\n' "$*"; }
 
-step "building vouchrs-proxy and vouchrs-operator ($profile; the first build takes a few minutes)"
-cargo build --profile "$profile" --quiet -p vouchrs-proxy -p vouchrs-operator
+if [[ ${VOUCHRS_DEMO_SKIP_BUILD:-} != 1 ]]; then
+	step "building vouchrs-proxy and vouchrs-operator ($profile; the first build takes a few minutes)"
+	cargo build --profile "$profile" --quiet -p vouchrs-proxy -p vouchrs-operator
+fi
 proxy="$bin/vouchrs-proxy"
 operator="$bin/vouchrs-operator"
 
@@ -77,11 +82,27 @@ k -n staging wait --for=condition=Ready --timeout=60s vouchrsgateway/shop-stagin
 step "what the operator created (kubectl get vouchrsgateways,deploy,svc,hpa,pdb,secret,configmap -n staging)"
 k get vouchrsgateways,deploy,svc,hpa,pdb,secret,configmap -n staging
 
+step "starting the local OpenID provider (oidc-provider on Node.js) on http://localhost:5556"
+harness=proxy/tests/oidc
+if [[ ! -d $harness/node_modules/oidc-provider ]]; then
+	npm_config_cache="$HOME/.cache/vouchrs/npm" PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 \
+		npm ci --prefix "$harness" --prefer-offline --no-audit --no-fund --loglevel=error
+fi
+node "$harness/provider.mjs" --config hack/demo/provider.json --port 5556 \
+	>"$dir/provider.out" 2>"$dir/provider.log" &
+pids+=($!)
+for _ in $(seq 100); do
+	grep -q '^READY' "$dir/provider.out" 2>/dev/null && break
+	sleep 0.2
+done
+grep -q '^READY' "$dir/provider.out" || { cat "$dir/provider.log"; exit 1; }
+
 step "starting vouchrs-proxy in front of a sample app"
 [[ -s $dir/keyring ]] || "$proxy" keygen --id dev >"$dir/keyring"
-config=config/proxy.example.toml
+config=hack/demo/proxy.toml
+export VOUCHRS_DEMO_CLIENT_SECRET=demo-secret # the provider's client, from hack/demo/provider.json
 "$proxy" --check-config --config "$config"
-python3 hack/demo-upstream.py 3000 &
+python3 hack/demo/upstream.py 3000 &
 pids+=($!)
 RUST_LOG=info "$proxy" --config "$config" >"$dir/proxy.log" 2>&1 &
 pids+=($!)
@@ -105,12 +126,27 @@ The control plane: export KUBECONFIG=$KUBECONFIG (kubectl is $k8s_bin/kubectl)
   kubectl -n staging annotate vgw shop-staging vouchrs.app/rotate-keys=now --overwrite
 Operator log: $dir/operator.log
 
-vouchrs-proxy is listening on http://127.0.0.1:8080 (admin http://127.0.0.1:9090)
+vouchrs-proxy is listening on http://localhost:8080 (admin http://127.0.0.1:9090)
+  Log in: open http://localhost:8080/ in a browser on this machine, choose "the local demo
+  provider" and sign in as alice (any password). bob@partner.org gets the access-denied page.
   curl -i http://127.0.0.1:8080/                       # 401: no session
   curl -i -H 'Accept: text/html' http://127.0.0.1:8080/ # 302 to /auth/sign_in?rd=/
-  curl -i -H 'Cookie: $cookie' http://127.0.0.1:8080/   # 200 from the app
+  curl -i -H 'Cookie: $cookie' http://127.0.0.1:8080/   # 200 from the app (a minted session)
   curl -s http://127.0.0.1:9090/metrics
-Access log: $dir/proxy.log. Ctrl-C stops the proxy, the sample app, the operator and the
-control plane.
+Logs: $dir/proxy.log (access log), $dir/provider.log. Ctrl-C stops the proxy, the provider,
+the sample app, the operator and the control plane.
 MSG
+
+if [[ ${VOUCHRS_DEMO_CHECK:-} == 1 ]]; then
+	step "check: alice logs in through the provider in headless Chromium and reaches the app"
+	result=$(node "$harness/browser.mjs" login --start http://localhost:8080/hello --user alice)
+	echo "$result" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+body = r.get("bodyText", "")
+assert r.get("status") == 200 and r["finalUrl"].endswith("/hello"), r
+assert "x-auth-request-email: alice@example.com" in body.lower(), body
+print("demo check: logged in as alice, the app saw X-Auth-Request-Email: alice@example.com")'
+	exit 0
+fi
 wait
