@@ -122,6 +122,12 @@ mod tests {
             "/\u{ff0f}{h}",
             "\u{2215}\u{2215}{h}",
             "/\u{3002}{h}",
+            // dot segments that would climb out of the path or fold into `//`
+            "/..//{h}",
+            "/.//{h}",
+            "/a/../..//{h}",
+            "/%2e%2e//{h}",
+            "/.%2e/%2F{h}",
             // nested redirect parameters
             "https://{h}/?rd=/",
             "//{h}?next=/app",
