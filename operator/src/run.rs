@@ -54,7 +54,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     tokio::spawn(signals(stop_tx.clone()));
 
     let gateways = Api::<VouchrsGateway>::all(client.clone());
-    let controller = Controller::new(gateways, watcher::Config::default().any_semantic());
+    let controller = Controller::new(gateways, watcher::Config::default());
     let store = controller.store();
     let mut admin = Admin::new(metrics.clone());
     admin.before_scrape =

@@ -339,6 +339,63 @@ impl Cluster {
         }
     }
 
+    /// Kills kube-apiserver (SIGKILL: a crash, and no graceful drain to wait for), keeps it down for `down`, then starts it again with
+    /// the very same command line and waits for `/readyz`. etcd keeps running, so every
+    /// object survives; clients see refused connections and then broken watches.
+    pub fn restart_apiserver(&self, down: Duration) {
+        let pid_file = self.dir.join("kube-apiserver.pid");
+        let pid = fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).expect("kube-apiserver is running");
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        assert!(
+            Command::new("kill")
+                .args(["-KILL", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        self.wait("kube-apiserver to exit", Duration::from_secs(30), || {
+            // Gone, or a zombie (a restarted API server is our child and is not reaped here).
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            (stat.is_empty() || state.starts_with('Z')).then_some(())
+        });
+        std::thread::sleep(down);
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("kube-apiserver.log"))
+            .unwrap();
+        let child = Command::new(&args[0])
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("restarting kube-apiserver");
+        // stop.sh stops whatever the pid file names.
+        fs::write(&pid_file, child.id().to_string()).unwrap();
+        self.wait(
+            "kube-apiserver to be ready again",
+            Duration::from_secs(120),
+            || {
+                let out = self.kubectl(&["get", "--raw", "/readyz"]);
+                out.status.success().then_some(())
+            },
+        );
+    }
+
+    /// When the leader Lease was last renewed, by whom.
+    pub fn lease_renewal(&self) -> Option<(String, k8s_openapi::jiff::Timestamp)> {
+        let lease: k8s_openapi::api::coordination::v1::Lease =
+            self.get("lease", OPERATOR_NS, LEASE)?;
+        let spec = lease.spec?;
+        Some((spec.holder_identity?, spec.renew_time?.0))
+    }
+
     /// Who holds the operator's leader Lease now.
     pub fn lease_holder(&self) -> Option<String> {
         let lease: k8s_openapi::api::coordination::v1::Lease =
