@@ -46,8 +46,12 @@ fn dashed(name: &str) -> String {
     name.replace('_', "-")
 }
 
+/// Our cookie family; names padded with bytes that cannot be in a cookie name (non-ASCII,
+/// whitespace, controls) count too, as some upstream parsers trim them.
 fn is_our_cookie(name: &str) -> bool {
-    let name = name.trim().to_ascii_lowercase();
+    let name = name
+        .trim_matches(|c: char| !c.is_ascii() || c.is_ascii_whitespace() || c.is_ascii_control())
+        .to_ascii_lowercase();
     let bare = name
         .strip_prefix("__host-")
         .or_else(|| name.strip_prefix("__secure-"))
