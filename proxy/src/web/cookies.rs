@@ -41,6 +41,10 @@ impl CookieNames {
 
     /// True for every cookie name in our family.
     fn is_ours(&self, name: &[u8]) -> bool {
+        // Upstream parsers that trim Unicode or Latin-1 whitespace (`\u{a0}` in JavaScript's
+        // `trim`) would read `\xa0__Host-NAME` as our cookie: such names are ours too.
+        // Found by the session_cookie fuzz target (issue 8).
+        let name = trim_non_token(name);
         let unprefixed = strip_prefix_ignore_case(name, b"__host-")
             .or_else(|| strip_prefix_ignore_case(name, b"__secure-"))
             .unwrap_or(name);
@@ -242,6 +246,15 @@ fn pairs(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8], &[u8])> {
     })
 }
 
+/// `name` without leading and trailing bytes that cannot be part of a cookie name token:
+/// ASCII whitespace and controls, and every non-ASCII byte.
+fn trim_non_token(name: &[u8]) -> &[u8] {
+    let junk = |b: &u8| *b >= 0x80 || b.is_ascii_whitespace() || b.is_ascii_control();
+    let start = name.iter().position(|b| !junk(b)).unwrap_or(name.len());
+    let end = name.iter().rposition(|b| !junk(b)).map_or(start, |i| i + 1);
+    &name[start..end]
+}
+
 fn strip_prefix_ignore_case<'a>(name: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
     (name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix))
         .then(|| &name[prefix.len()..])
@@ -319,6 +332,27 @@ mod tests {
         ));
         assert!(texts[1].starts_with("__Host-vouchrs_session_0=; Path=/; Max-Age=0"));
         assert!(texts[2].starts_with("__Host-vouchrs_session_1=;"));
+    }
+
+    #[test]
+    fn names_padded_with_non_ascii_whitespace_are_ours() {
+        // Regression for the session_cookie fuzz target: `\u{a0}\u{a0}__Host-vouchrs_session`
+        // went upstream, where a parser that trims Unicode whitespace reads our name.
+        let mut h = HeaderMap::new();
+        h.append(
+            COOKIE,
+            HeaderValue::from_bytes(
+                b"a=1; \xc2\xa0\xc2\xa0__Host-vouchrs_session=x; \xa0vouchrs_session_0\xa0=y; b\xa0=2",
+            )
+            .unwrap(),
+        );
+        let up = upstream_cookie(&h, &names()).unwrap();
+        assert_eq!(up.as_bytes(), b"a=1; b\xa0=2");
+        assert_eq!(
+            scan(&h, &names()).session_values().count(),
+            0,
+            "padded names are stripped, never opened"
+        );
     }
 
     #[test]

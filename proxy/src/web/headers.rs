@@ -25,8 +25,10 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-/// Headers the client may only send through a trusted proxy.
-const FORWARDING: [&str; 7] = [
+/// Headers the client may only send through a trusted proxy. `X-Original-URL` and
+/// `X-Rewrite-URL` override the request path in some frameworks (Symfony, IIS rewrite): from
+/// anyone else they would turn a skip-auth path into any path, without a session.
+const FORWARDING: [&str; 9] = [
     "forwarded",
     "x-forwarded-for",
     "x-forwarded-proto",
@@ -34,6 +36,8 @@ const FORWARDING: [&str; 7] = [
     "x-forwarded-port",
     "x-forwarded-prefix",
     "x-real-ip",
+    "x-original-url",
+    "x-rewrite-url",
 ];
 
 /// Decided once from the config.
@@ -78,7 +82,7 @@ impl HeaderRules {
             .iter()
             .chain(&FORWARDING)
             .copied()
-            .chain(["transfer-encoding"]);
+            .chain(["transfer-encoding", "content-length"]);
         for n in droppable.chain([user.as_str(), email.as_str(), groups.as_str()]) {
             may_drop[usize::from(n.as_bytes()[0])] = true;
         }
@@ -118,6 +122,7 @@ impl HeaderRules {
                 continue;
             }
             let drop = is_hop_by_hop(n)
+                || is_framing_look_alike(n)
                 || self.is_identity(n)
                 || (!peer.trusted && FORWARDING.iter().any(|f| eq_dash_underscore(n, f)));
             if drop {
@@ -199,6 +204,15 @@ fn is_hop_by_hop(name: &str) -> bool {
     name == "transfer-encoding" || HOP_BY_HOP.iter().any(|h| eq_dash_underscore(name, h))
 }
 
+/// `transfer_encoding` or `content_length`: no client needs them, and a server that reads `_`
+/// as `-` would frame the body differently from us (request smuggling). Found by the
+/// `request_headers` fuzz target (issue 8).
+fn is_framing_look_alike(name: &str) -> bool {
+    name.contains('_')
+        && (eq_dash_underscore(name, "transfer-encoding")
+            || eq_dash_underscore(name, "content-length"))
+}
+
 /// Compares a lowercase header name with one of ours, treating `_` as `-`.
 fn eq_dash_underscore(name: &str, ours: &str) -> bool {
     name.len() == ours.len()
@@ -273,6 +287,8 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("forwarded", "for=1.2.3.4"),
             ("x-real-ip", "1.2.3.4"),
+            ("x-original-url", "/admin"),
+            ("x_rewrite_url", "/admin"),
             ("host", "app.example.com"),
         ]);
         r.prepare_request(&mut h, &r.peer("192.0.2.7".parse().unwrap(), "http"), None);
@@ -280,6 +296,24 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "app.example.com");
         assert!(h.get("forwarded").is_none() && h.get("x-real-ip").is_none());
+        // Path overrides some frameworks honour would bypass skip-auth rules (issue 8).
+        assert!(h.get("x-original-url").is_none() && h.get("x_rewrite_url").is_none());
+    }
+
+    #[test]
+    fn framing_look_alikes_never_reach_the_upstream() {
+        // Regression for the request_headers fuzz target: `transfer_encoding` went upstream.
+        let r = rules(&["0.0.0.0/0"]);
+        let mut h = map(&[
+            ("transfer_encoding", "chunked"),
+            ("content_length", "3"),
+            ("content-length", "5"),
+            ("x-content_length", "1"),
+        ]);
+        r.prepare_request(&mut h, &r.peer("192.0.2.7".parse().unwrap(), "http"), None);
+        assert!(h.get("transfer_encoding").is_none() && h.get("content_length").is_none());
+        assert_eq!(h["content-length"], "5", "the real length stays");
+        assert_eq!(h["x-content_length"], "1", "other names stay");
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub struct TestUpstream {
     pub addr: SocketAddr,
     /// Requests that have arrived (counted before any delay), for in-flight tests.
     pub arrived: Arc<AtomicUsize>,
+    /// The request target of every request that arrived, in order (hostile-input tests check
+    /// what got through, not only the status the client saw).
+    pub targets: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl TestUpstream {
@@ -80,15 +83,19 @@ impl TestUpstream {
         let addr = listener.local_addr().unwrap();
         let arrived = Arc::new(AtomicUsize::new(0));
         let counter = arrived.clone();
+        let targets = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = targets.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let counter = counter.clone();
+                let seen = seen.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        seen.lock().unwrap().push(req.uri().to_string());
                         counter.fetch_add(1, Ordering::SeqCst);
                         handle(req)
                     });
@@ -113,7 +120,11 @@ impl TestUpstream {
                 });
             }
         });
-        Self { addr, arrived }
+        Self {
+            addr,
+            arrived,
+            targets,
+        }
     }
 
     pub fn url(&self) -> String {
