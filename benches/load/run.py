@@ -638,7 +638,8 @@ def markdown(res: dict) -> str:
                   f"{cap['kib_per_connection']:.1f} KiB per idle keep-alive connection, {cap['idle_mib']:.1f} MiB idle. "
                   "Per pod at the HPA's 60 % CPU target of the request, times the tier's maximum replicas; "
                   "connections that fit in 70 % of the memory request. Measured on this machine's cores, "
-                  "not on cluster nodes, and with one small response: real applications' larger bodies cost more.", "",
+                  "not on cluster nodes, and with one small response: real applications' larger bodies cost more. "
+                  "CPU alone sets these figures: where the scenarios above miss the latency targets, they are upper bounds.", "",
               "| tier | CPU / memory request | req/s per pod (measured) | max req/s (max replicas) | idle conns per pod | seed's expected load |",
               "|---|---|---|---|---|---|"]
     for row in cap["tiers"]:
