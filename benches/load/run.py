@@ -621,7 +621,8 @@ def markdown(res: dict) -> str:
     lines += ["", "Vouchrs against the targets of the brief, in this run:", "",
               "| target | measured | goal | met |", "|---|---|---|---|"]
     for g in res["goals"]:
-        lines.append(f"| {g['what']} | {g['measured']} | {g['goal']} | {'yes' if g['met'] else '**no**'} |")
+        met = {True: "yes", False: "**no**", None: "inconclusive (the upstream's own p99 was higher: noise)"}[g["met"]]
+        lines.append(f"| {g['what']} | {g['measured']} | {g['goal']} | {met} |")
     if res.get("scenarios"):
         lines += ["", f"Seed scenarios against Vouchrs (targets p50 < 5 ms, p95 < 25 ms, p99 < 100 ms, "
                       f"p99.9 < 500 ms, errors < 0.1 %; peak {res['targets']['vouchrs']['wrk']['rps']:,.0f} req/s):", "",
@@ -781,6 +782,10 @@ def main() -> int:
     ]
     res["goals"] = [{"what": w, "measured": f.format(m), "goal": f"{op} {f.format(g)}", "value": m,
                      "met": m >= g if op == ">=" else m <= g} for w, m, g, op, f in goals]
+    for g in res["goals"]:
+        # The upstream's own p99 above the proxy's means the run's noise exceeds what it measures.
+        if g["what"].startswith("p99 added") and g["value"] < 0:
+            g["met"] = None
     res["ratios"] = {"vouchrs_vs_nginx": {"rps": v["wrk"]["rps"] / n["wrk"]["rps"],
                                           "cpu_per_req": v["wrk"]["cpu_us_per_req"] / n["wrk"]["cpu_us_per_req"]},
                      "vouchrs_vs_oauth2_proxy": {"rps": v["wrk"]["rps"] / o["wrk"]["rps"],
