@@ -137,7 +137,10 @@ impl Gateway {
         let mut reseal: Option<Session> = None;
         let mut end_session = false;
         if let Some(current) = identity.as_ref().filter(|i| refresh::due(&i.session, now)) {
-            match self.auth.oidc.refresh(&current.session, now).await {
+            // Boxed, like the auth routes below: hyper keeps one allocation the size of this
+            // request future for every open connection, idle ones included, so the rare OIDC
+            // paths (token requests, JWKS fetches) must not be inlined into it.
+            match Box::pin(self.auth.oidc.refresh(&current.session, now)).await {
                 Refreshed::Renewed(session) => match Identity::new(session) {
                     Some(refreshed) => {
                         reseal = Some(refreshed.session.clone());
@@ -157,9 +160,7 @@ impl Gateway {
         // Our own routes live under the auth prefix and never reach the upstream.
         if self.is_auth_route(req.uri().path()) {
             return (
-                self.auth
-                    .handle(req, identity.as_deref(), chunks, now)
-                    .await,
+                Box::pin(self.auth.handle(req, identity.as_deref(), chunks, now)).await,
                 outcome,
             );
         }
