@@ -74,6 +74,8 @@ pub struct Cluster {
     reaper: Option<Child>,
     /// Every operator log so far, for failure messages.
     logs: Mutex<Vec<PathBuf>>,
+    /// API servers started by `restart_apiserver`: stop.sh stops them, drop reaps them.
+    restarted: Mutex<Vec<Child>>,
 }
 
 impl Cluster {
@@ -103,6 +105,7 @@ impl Cluster {
             bin,
             reaper: None,
             logs: Mutex::default(),
+            restarted: Mutex::default(),
         };
         cluster.reaper = Some(cluster.spawn_reaper());
         cluster.install();
@@ -359,7 +362,7 @@ impl Cluster {
                 .success()
         );
         self.wait("kube-apiserver to exit", Duration::from_secs(30), || {
-            // Gone, or a zombie (a restarted API server is our child and is not reaped here).
+            // Gone, or a zombie (a restarted API server is our child, reaped only on drop).
             let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             let state = stat.rsplit(')').next().unwrap_or("").trim_start();
             (stat.is_empty() || state.starts_with('Z')).then_some(())
@@ -378,6 +381,10 @@ impl Cluster {
             .expect("restarting kube-apiserver");
         // stop.sh stops whatever the pid file names.
         fs::write(&pid_file, child.id().to_string()).unwrap();
+        self.restarted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(child);
         self.wait(
             "kube-apiserver to be ready again",
             Duration::from_secs(120),
@@ -502,6 +509,15 @@ impl Drop for Cluster {
             );
         }
         let _ = stop.stdin(Stdio::null()).status();
+        for mut child in self
+            .restarted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         if let Some(mut reaper) = self.reaper.take() {
             let _ = reaper.kill();
             let _ = reaper.wait();
