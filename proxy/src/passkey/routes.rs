@@ -247,17 +247,19 @@ impl AuthRoutes {
         self.templates.passkey_list(&self.prefix, account, &list, error)
     }
 
-    /// A POST from our own origin: `Origin`, when the browser sends it, must be ours.
+    /// A POST from our own origin. Fetch metadata (`Sec-Fetch-Site`), when sent, must say
+    /// same-origin; `Origin` must be ours, or `null` (what a form POST from our own
+    /// `no-referrer` pages carries) when fetch metadata vouches for it.
     fn same_origin(&self, req: &Request<Incoming>) -> bool {
-        let fetch_site_ok = req
-            .headers()
-            .get("sec-fetch-site")
-            .is_none_or(|v| v == "same-origin" || v == "none");
-        let origin_ok = req
-            .headers()
-            .get(header::ORIGIN)
-            .is_none_or(|v| v.as_bytes() == self.public_url.as_bytes());
-        fetch_site_ok && origin_ok
+        let site = req.headers().get("sec-fetch-site");
+        let origin = req.headers().get(header::ORIGIN);
+        match (site, origin) {
+            (Some(site), _) if site != "same-origin" && site != "none" => false,
+            (_, Some(origin)) if origin.as_bytes() == self.public_url.as_bytes() => true,
+            (Some(_), Some(origin)) => origin == "null",
+            (None, Some(_)) => false,
+            (_, None) => true,
+        }
     }
 }
 
