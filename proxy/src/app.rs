@@ -84,8 +84,8 @@ impl App {
             .transpose()?;
         let oidc = Oidc::new(&config, upstream::tls_config(None)?)?;
         let (passkeys, passkey_store) = passkeys(&config)?;
-        let mut templates = Templates::load(config.auth.templates_dir.as_deref())
-            .map_err(StartError::Templates)?;
+        let mut templates =
+            Templates::load(config.auth.templates_dir.as_deref()).map_err(StartError::Templates)?;
         templates.passkeys = passkeys.is_some();
         let auth = AuthRoutes {
             prefix: config.auth.prefix.as_str().to_owned(),
@@ -190,9 +190,8 @@ fn passkeys(config: &ProxyConfig) -> Result<PasskeyParts, StartError> {
     if !config.passkeys.enabled {
         return Ok((None, None));
     }
-    let store = Arc::new(
-        FileStore::open(&config.passkeys.store_file).map_err(PasskeySetupError::Store)?,
-    );
+    let store =
+        Arc::new(FileStore::open(&config.passkeys.store_file).map_err(PasskeySetupError::Store)?);
     let passkeys = Passkeys::from_config(config, store.clone())?.map(Arc::new);
     Ok((passkeys, Some(store)))
 }

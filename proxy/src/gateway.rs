@@ -133,7 +133,10 @@ impl Gateway {
         let (mut identity, mut outcome, cache_hit) = self.open_session(&scanned, now);
         // A passkey session lives only as long as its credential: one removed (or passkeys
         // turned off) ends it here, before anything else sees the identity.
-        if identity.as_ref().is_some_and(|i| !self.credential_live(&i.session)) {
+        if identity
+            .as_ref()
+            .is_some_and(|i| !self.credential_live(&i.session))
+        {
             (identity, outcome) = (None, SessionOutcome::Invalid);
         }
         let chunks = scanned.chunk_count();

@@ -186,7 +186,10 @@ impl Templates {
             c.push_str("</tbody></table>");
         }
         c.push_str(&register_form(prefix, "", "Add a passkey"));
-        let _ = write!(c, "<a class=\"button secondary\" href=\"/\">Back to the application</a>");
+        let _ = write!(
+            c,
+            "<a class=\"button secondary\" href=\"/\">Back to the application</a>"
+        );
         with_own_scripts(html(StatusCode::OK, self.render(&None, "Passkeys", &c)))
     }
 
@@ -198,7 +201,10 @@ impl Templates {
             escape(email)
         );
         c.push_str(&register_form(prefix, token, "Create passkey"));
-        with_own_scripts(html(StatusCode::OK, self.render(&None, "Create your passkey", &c)))
+        with_own_scripts(html(
+            StatusCode::OK,
+            self.render(&None, "Create your passkey", &c),
+        ))
     }
 
     /// A short page with one message (a refused invitation).

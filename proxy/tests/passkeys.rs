@@ -139,8 +139,15 @@ async fn oidc_user_adds_a_passkey_signs_in_with_it_alone_and_loses_it_on_removal
     let out = browser(
         &proxy,
         &[
-            "login", "--start", &format!("{base}/app/first"), "--user", "alice",
-            "--provider-button", "Test test", "--state", jar,
+            "login",
+            "--start",
+            &format!("{base}/app/first"),
+            "--user",
+            "alice",
+            "--provider-button",
+            "Test test",
+            "--state",
+            jar,
         ],
     )
     .await;
@@ -151,21 +158,43 @@ async fn oidc_user_adds_a_passkey_signs_in_with_it_alone_and_loses_it_on_removal
     let out = browser(
         &proxy,
         &[
-            "passkey-add", "--url", &passkey_page, "--name", "Work laptop", "--state", jar,
-            "--authenticator", authn,
+            "passkey-add",
+            "--url",
+            &passkey_page,
+            "--name",
+            "Work laptop",
+            "--state",
+            jar,
+            "--authenticator",
+            authn,
         ],
     )
     .await;
     assert_eq!(out["outcome"], "navigated", "{out}");
-    assert_eq!(out["authenticatorCredentials"], 1, "a resident key was made");
+    assert_eq!(
+        out["authenticatorCredentials"], 1,
+        "a resident key was made"
+    );
     let listed = out["bodyText"].as_str().unwrap();
-    assert!(listed.contains("Work laptop") && listed.contains("never"), "{listed}");
-    assert!(out["consoleErrors"].as_array().unwrap().is_empty(), "CSP or script errors: {out}");
+    assert!(
+        listed.contains("Work laptop") && listed.contains("never"),
+        "{listed}"
+    );
+    assert!(
+        out["consoleErrors"].as_array().unwrap().is_empty(),
+        "CSP or script errors: {out}"
+    );
 
     // 3. Sign out everywhere (our cookie and the provider's session).
     let out = browser(
         &proxy,
-        &["logout", "--url", &format!("{base}/auth/oauth2/sign_out"), "--state", jar],
+        &[
+            "logout",
+            "--url",
+            &format!("{base}/auth/oauth2/sign_out"),
+            "--state",
+            jar,
+        ],
     )
     .await;
     assert_eq!(out["finalUrl"], format!("{base}/auth/signed_out"));
@@ -174,29 +203,65 @@ async fn oidc_user_adds_a_passkey_signs_in_with_it_alone_and_loses_it_on_removal
     let target = format!("{base}/app/after?x=1");
     let out = browser(
         &proxy,
-        &["passkey-login", "--start", &target, "--state", jar, "--authenticator", authn],
+        &[
+            "passkey-login",
+            "--start",
+            &target,
+            "--state",
+            jar,
+            "--authenticator",
+            authn,
+        ],
     )
     .await;
     assert_eq!(out["outcome"], "navigated", "{out}");
     assert_eq!(out["finalUrl"], target);
     assert_eq!(upstream_saw(&out, "x-auth-request-user"), ["u-alice"]);
-    assert_eq!(upstream_saw(&out, "x-auth-request-email"), ["alice@example.com"]);
-    assert_eq!(upstream_saw(&out, "x-auth-request-groups"), ["staff,admins"]);
+    assert_eq!(
+        upstream_saw(&out, "x-auth-request-email"),
+        ["alice@example.com"]
+    );
+    assert_eq!(
+        upstream_saw(&out, "x-auth-request-groups"),
+        ["staff,admins"]
+    );
     assert!(
-        upstream_saw(&out, "cookie").iter().all(|c| !c.contains("vouchrs_session")),
+        upstream_saw(&out, "cookie")
+            .iter()
+            .all(|c| !c.contains("vouchrs_session")),
         "our cookies never reach the upstream"
     );
-    let out = browser(&proxy, &["visit", "--url", &format!("{base}/auth/userinfo"), "--state", jar]).await;
+    let out = browser(
+        &proxy,
+        &[
+            "visit",
+            "--url",
+            &format!("{base}/auth/userinfo"),
+            "--state",
+            jar,
+        ],
+    )
+    .await;
     let info: Value = serde_json::from_str(out["bodyText"].as_str().unwrap()).unwrap();
-    assert!(info["method"].as_str().unwrap().starts_with("passkey:"), "{info}");
+    assert!(
+        info["method"].as_str().unwrap().starts_with("passkey:"),
+        "{info}"
+    );
 
     // 4b. With an email hint the ceremony is allow-listed; it signs in too.
     let fresh = dir.path().join("fresh.json");
     let out = browser(
         &proxy,
         &[
-            "passkey-login", "--start", &target, "--email", "alice@example.com",
-            "--state", fresh.to_str().unwrap(), "--authenticator", authn,
+            "passkey-login",
+            "--start",
+            &target,
+            "--email",
+            "alice@example.com",
+            "--state",
+            fresh.to_str().unwrap(),
+            "--authenticator",
+            authn,
         ],
     )
     .await;
@@ -207,8 +272,13 @@ async fn oidc_user_adds_a_passkey_signs_in_with_it_alone_and_loses_it_on_removal
     let out = browser(
         &proxy,
         &[
-            "passkey-capture", "--url", &format!("{base}/auth/sign_in"), "--count", "6",
-            "--authenticator", authn,
+            "passkey-capture",
+            "--url",
+            &format!("{base}/auth/sign_in"),
+            "--count",
+            "6",
+            "--authenticator",
+            authn,
         ],
     )
     .await;
@@ -217,7 +287,11 @@ async fn oidc_user_adds_a_passkey_signs_in_with_it_alone_and_loses_it_on_removal
     let finish = format!("{base}/auth/passkey/login/finish");
     let send = |i: usize, credential: Value| {
         let cookie = &captured[i]["cookie"];
-        let cookie = format!("{}={}", cookie["name"].as_str().unwrap(), cookie["value"].as_str().unwrap());
+        let cookie = format!(
+            "{}={}",
+            cookie["name"].as_str().unwrap(),
+            cookie["value"].as_str().unwrap()
+        );
         let http = http.clone();
         let finish = finish.clone();
         let host = format!("localhost:{port}");
@@ -225,7 +299,11 @@ async fn oidc_user_adds_a_passkey_signs_in_with_it_alone_and_loses_it_on_removal
             post(
                 &http,
                 &finish,
-                &[("cookie", &cookie), ("content-type", "application/json"), ("host", &host)],
+                &[
+                    ("cookie", &cookie),
+                    ("content-type", "application/json"),
+                    ("host", &host),
+                ],
                 credential.to_string(),
             )
             .await
@@ -234,7 +312,10 @@ async fn oidc_user_adds_a_passkey_signs_in_with_it_alone_and_loses_it_on_removal
     let refused = |reply: &Reply, code: &str| {
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{:?}", reply.body);
         assert_eq!(reply.json()["error"], code, "{:?}", reply.body);
-        assert!(reply.headers.get_all("set-cookie").iter().all(|c| !c.to_str().unwrap().starts_with("__Host-vouchrs_session=") || c.to_str().unwrap().starts_with("__Host-vouchrs_session=;")));
+        assert!(reply.headers.get_all("set-cookie").iter().all(|c| {
+            !c.to_str().unwrap().starts_with("__Host-vouchrs_session=")
+                || c.to_str().unwrap().starts_with("__Host-vouchrs_session=;")
+        }));
     };
     let credential = |i: usize| captured[i]["credential"].clone();
 
@@ -248,19 +329,31 @@ async fn oidc_user_adds_a_passkey_signs_in_with_it_alone_and_loses_it_on_removal
     // Another origin in clientDataJSON (what a phishing site's page would produce).
     let other_origin = alter(&credential(1), "clientDataJSON", |bytes| {
         let text = String::from_utf8(bytes.clone()).unwrap();
-        *bytes = text.replace(&format!("http://localhost:{port}"), "https://evil.example").into_bytes();
+        *bytes = text
+            .replace(&format!("http://localhost:{port}"), "https://evil.example")
+            .into_bytes();
     });
     refused(&send(1, other_origin).await, "verification_failed");
     // Another rp id: the first byte of authenticatorData's rpIdHash changed.
-    let other_rp = alter(&credential(2), "authenticatorData", |bytes| bytes[0] ^= 0x01);
+    let other_rp = alter(&credential(2), "authenticatorData", |bytes| {
+        bytes[0] ^= 0x01
+    });
     refused(&send(2, other_rp).await, "verification_failed");
     // Tampered authenticator data: the signature counter (bytes 33..37) raised.
-    let bumped = alter(&credential(3), "authenticatorData", |bytes| bytes[36] ^= 0x40);
+    let bumped = alter(&credential(3), "authenticatorData", |bytes| {
+        bytes[36] ^= 0x40
+    });
     refused(&send(3, bumped).await, "verification_failed");
     // The control: an untouched capture signs in, so the refusals above were the edits'.
     let ok = send(4, credential(4)).await;
     assert_eq!(ok.status, StatusCode::OK, "{:?}\n{}", ok.body, proxy.log());
-    assert!(ok.headers.get_all("set-cookie").iter().any(|c| c.to_str().unwrap().starts_with("__Host-vouchrs_session=") && c.len() > 60));
+    assert!(
+        ok.headers.get_all("set-cookie").iter().any(|c| c
+            .to_str()
+            .unwrap()
+            .starts_with("__Host-vouchrs_session=")
+            && c.len() > 60)
+    );
     // Replayed: the same assertion with the same ceremony cookie again.
     refused(&send(4, credential(4)).await, "replayed");
     // Replayed under a new ceremony (a ceremony cookie another browser or tab started):
@@ -271,26 +364,70 @@ async fn oidc_user_adds_a_passkey_signs_in_with_it_alone_and_loses_it_on_removal
     let cross = post(
         &http,
         &format!("{base}/auth/passkey/login/start"),
-        &[("origin", "https://evil.example"), ("content-type", "application/json"), ("host", &format!("localhost:{port}"))],
+        &[
+            ("origin", "https://evil.example"),
+            ("content-type", "application/json"),
+            ("host", &format!("localhost:{port}")),
+        ],
         "{}",
     )
     .await;
     assert_eq!(cross.status, StatusCode::FORBIDDEN);
 
     // 6. Remove the passkey while signed in with it: that very session ends at once.
-    let out = browser(&proxy, &["passkey-remove", "--url", &passkey_page, "--state", jar]).await;
-    assert!(out["finalUrl"].as_str().unwrap().starts_with(&format!("{base}/auth/sign_in")), "{out}");
-    let out = browser(&proxy, &["visit", "--url", &target, "--state", fresh.to_str().unwrap()]).await;
-    assert!(out["finalUrl"].as_str().unwrap().starts_with(&format!("{base}/auth/sign_in")), "other sessions of it too: {out}");
+    let out = browser(
+        &proxy,
+        &["passkey-remove", "--url", &passkey_page, "--state", jar],
+    )
+    .await;
+    assert!(
+        out["finalUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{base}/auth/sign_in")),
+        "{out}"
+    );
+    let out = browser(
+        &proxy,
+        &[
+            "visit",
+            "--url",
+            &target,
+            "--state",
+            fresh.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        out["finalUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{base}/auth/sign_in")),
+        "other sessions of it too: {out}"
+    );
 
     // 7. The authenticator still holds the key, but the next passkey login is refused.
     let out = browser(
         &proxy,
-        &["passkey-login", "--start", &target, "--state", jar, "--authenticator", authn],
+        &[
+            "passkey-login",
+            "--start",
+            &target,
+            "--state",
+            jar,
+            "--authenticator",
+            authn,
+        ],
     )
     .await;
     assert_eq!(out["outcome"], "error", "{out}");
-    assert!(out["passkeyError"].as_str().unwrap().contains("not registered"), "{out}");
+    assert!(
+        out["passkeyError"]
+            .as_str()
+            .unwrap()
+            .contains("not registered"),
+        "{out}"
+    );
 
     let metrics = proxy.metrics();
     for line in [
@@ -320,11 +457,23 @@ async fn an_invitation_registers_one_passkey_once() {
 
     // Nobody registers anonymously: no session, no invitation.
     let start = format!("{base}/auth/passkey/register/start");
-    let anonymous = post(&http, &start, &[("content-type", "application/json"), ("host", &host)], "{}").await;
+    let anonymous = post(
+        &http,
+        &start,
+        &[("content-type", "application/json"), ("host", &host)],
+        "{}",
+    )
+    .await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     assert_eq!(anonymous.json()["error"], "not_allowed");
     // Forged and expired invitations are refused.
-    let forged = post(&http, &start, &[("content-type", "application/json"), ("host", &host)], r#"{"invitation":"AQJrMQ"}"#).await;
+    let forged = post(
+        &http,
+        &start,
+        &[("content-type", "application/json"), ("host", &host)],
+        r#"{"invitation":"AQJrMQ"}"#,
+    )
+    .await;
     assert_eq!(forged.json()["error"], "invitation_invalid");
     let (_, expired) = vouchrs_proxy::passkey::invite::Invitation::create(
         &proxy.sealer(),
@@ -344,42 +493,128 @@ async fn an_invitation_registers_one_passkey_once() {
 
     // `vouchrs-proxy invite` prints the link.
     let output = std::process::Command::new(common::binary())
-        .args(["--config", proxy.dir.path().join("proxy.toml").to_str().unwrap()])
+        .args([
+            "--config",
+            proxy.dir.path().join("proxy.toml").to_str().unwrap(),
+        ])
         .args(["invite", "--email", "bob@example.com", "--ttl", "24h"])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let link = String::from_utf8(output.stdout).unwrap().trim().to_owned();
-    assert!(link.starts_with(&format!("{base}/auth/passkey/invite?token=")), "{link}");
+    assert!(
+        link.starts_with(&format!("{base}/auth/passkey/invite?token=")),
+        "{link}"
+    );
 
     // The invitation page registers a passkey, then sends the user to sign in.
-    let out = browser(&proxy, &["passkey-add", "--url", &link, "--state", jar, "--authenticator", authn]).await;
+    let out = browser(
+        &proxy,
+        &[
+            "passkey-add",
+            "--url",
+            &link,
+            "--state",
+            jar,
+            "--authenticator",
+            authn,
+        ],
+    )
+    .await;
     assert_eq!(out["outcome"], "navigated", "{out}");
-    assert!(out["finalUrl"].as_str().unwrap().starts_with(&format!("{base}/auth/sign_in")), "{out}");
+    assert!(
+        out["finalUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{base}/auth/sign_in")),
+        "{out}"
+    );
 
     // Used once: the link is dead now.
     let out = browser(&proxy, &["visit", "--url", &link]).await;
     assert_eq!(out["status"], 403);
-    assert!(out["bodyText"].as_str().unwrap().contains("already used"), "{out}");
+    assert!(
+        out["bodyText"].as_str().unwrap().contains("already used"),
+        "{out}"
+    );
 
     // Sign in with the passkey alone; the upstream sees the invited identity.
     let target = format!("{base}/app/bob");
-    let out = browser(&proxy, &["passkey-login", "--start", &target, "--state", jar, "--authenticator", authn]).await;
+    let out = browser(
+        &proxy,
+        &[
+            "passkey-login",
+            "--start",
+            &target,
+            "--state",
+            jar,
+            "--authenticator",
+            authn,
+        ],
+    )
+    .await;
     assert_eq!(out["outcome"], "navigated", "{out}");
     assert_eq!(out["finalUrl"], target);
-    assert_eq!(upstream_saw(&out, "x-auth-request-user"), ["bob@example.com"]);
-    assert_eq!(upstream_saw(&out, "x-auth-request-email"), ["bob@example.com"]);
+    assert_eq!(
+        upstream_saw(&out, "x-auth-request-user"),
+        ["bob@example.com"]
+    );
+    assert_eq!(
+        upstream_saw(&out, "x-auth-request-email"),
+        ["bob@example.com"]
+    );
 
     // Remove it: this session ends, and the next passkey login is refused.
-    let out = browser(&proxy, &["passkey-remove", "--url", &format!("{base}/auth/passkey"), "--state", jar]).await;
-    assert!(out["finalUrl"].as_str().unwrap().starts_with(&format!("{base}/auth/sign_in")), "{out}");
-    let out = browser(&proxy, &["passkey-login", "--start", &target, "--state", jar, "--authenticator", authn]).await;
+    let out = browser(
+        &proxy,
+        &[
+            "passkey-remove",
+            "--url",
+            &format!("{base}/auth/passkey"),
+            "--state",
+            jar,
+        ],
+    )
+    .await;
+    assert!(
+        out["finalUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{base}/auth/sign_in")),
+        "{out}"
+    );
+    let out = browser(
+        &proxy,
+        &[
+            "passkey-login",
+            "--start",
+            &target,
+            "--state",
+            jar,
+            "--authenticator",
+            authn,
+        ],
+    )
+    .await;
     assert_eq!(out["outcome"], "error", "{out}");
-    assert!(out["passkeyError"].as_str().unwrap().contains("not registered"), "{out}");
+    assert!(
+        out["passkeyError"]
+            .as_str()
+            .unwrap()
+            .contains("not registered"),
+        "{out}"
+    );
 
     // Users outside the access rules may hold an invitation but never get in with it.
     let output = std::process::Command::new(common::binary())
-        .args(["--config", proxy.dir.path().join("proxy.toml").to_str().unwrap()])
+        .args([
+            "--config",
+            proxy.dir.path().join("proxy.toml").to_str().unwrap(),
+        ])
         .args(["invite", "--email", "eve@evil.example", "--ttl", "1h"])
         .output()
         .unwrap();
@@ -387,9 +622,39 @@ async fn an_invitation_registers_one_passkey_once() {
     let eve = dir.path().join("eve.json");
     let eve_authn = dir.path().join("eve-authenticator.json");
     let (eve, eve_authn) = (eve.to_str().unwrap(), eve_authn.to_str().unwrap());
-    let out = browser(&proxy, &["passkey-add", "--url", &link, "--state", eve, "--authenticator", eve_authn]).await;
+    let out = browser(
+        &proxy,
+        &[
+            "passkey-add",
+            "--url",
+            &link,
+            "--state",
+            eve,
+            "--authenticator",
+            eve_authn,
+        ],
+    )
+    .await;
     assert_eq!(out["outcome"], "navigated", "{out}");
-    let out = browser(&proxy, &["passkey-login", "--start", &target, "--state", eve, "--authenticator", eve_authn]).await;
+    let out = browser(
+        &proxy,
+        &[
+            "passkey-login",
+            "--start",
+            &target,
+            "--state",
+            eve,
+            "--authenticator",
+            eve_authn,
+        ],
+    )
+    .await;
     assert_eq!(out["outcome"], "error", "{out}");
-    assert!(out["passkeyError"].as_str().unwrap().contains("not allowed"), "{out}");
+    assert!(
+        out["passkeyError"]
+            .as_str()
+            .unwrap()
+            .contains("not allowed"),
+        "{out}"
+    );
 }

@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-pub use passkeys::PasskeysConfig;
 pub use oidc::{AccessRules, OidcConfig, OidcProvider, ProviderKind, ResponseMode};
+pub use passkeys::PasskeysConfig;
 pub use values::{AuthPrefix, CookieName, HeaderNameText, HumanDuration, PathRule, UpstreamUrl};
 pub use values::{EmailAddress, EmailDomain, ProviderName, ProviderUrl, PublicUrl};
 

@@ -86,7 +86,9 @@ impl PasskeysConfig {
             if host != rp_id && !host.ends_with(&format!(".{rp_id}")) {
                 return Err((
                     "passkeys.rp_id",
-                    format!("`{rp_id}` must be the host of server.public_url (`{host}`) or a parent domain of it"),
+                    format!(
+                        "`{rp_id}` must be the host of server.public_url (`{host}`) or a parent domain of it"
+                    ),
                 ));
             }
         }
@@ -142,16 +144,25 @@ mod tests {
             rp_id: Some("example.com".into()),
             ..on.clone()
         };
-        assert!(parent.validate(Some(&url("https://app.example.com"))).is_ok());
+        assert!(
+            parent
+                .validate(Some(&url("https://app.example.com")))
+                .is_ok()
+        );
         for bad in ["other.com", "ample.com", "Example.com", ""] {
             let c = PasskeysConfig {
                 rp_id: Some(bad.into()),
                 ..on.clone()
             };
-            let err = c.validate(Some(&url("https://app.example.com"))).unwrap_err();
+            let err = c
+                .validate(Some(&url("https://app.example.com")))
+                .unwrap_err();
             assert_eq!(err.0, "passkeys.rp_id", "{bad}");
         }
         assert_eq!(on.validate(None).unwrap_err().0, "server.public_url");
-        assert!(PasskeysConfig::default().validate(None).is_ok(), "off: no checks");
+        assert!(
+            PasskeysConfig::default().validate(None).is_ok(),
+            "off: no checks"
+        );
     }
 }

@@ -58,8 +58,12 @@ impl FileStore {
 
     fn read(&self) -> Result<Contents, StoreError> {
         match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| io(format!("{} is not a credential store: {e}", self.path.display()))),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                io(format!(
+                    "{} is not a credential store: {e}",
+                    self.path.display()
+                ))
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Contents::default()),
             Err(e) => Err(io(format!("cannot read {}: {e}", self.path.display()))),
         }
@@ -209,10 +213,11 @@ mod tests {
         let again = FileStore::open(&path).unwrap();
         assert!(!again.contains("c1") && again.contains("c2"));
         assert!(
-            !dir.path()
-                .read_dir()
+            !dir.path().read_dir().unwrap().any(|e| e
                 .unwrap()
-                .any(|e| e.unwrap().file_name().to_string_lossy().contains(".tmp")),
+                .file_name()
+                .to_string_lossy()
+                .contains(".tmp")),
             "no temporary file is left behind"
         );
     }

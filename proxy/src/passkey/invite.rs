@@ -33,12 +33,7 @@ pub enum InviteError {
 
 impl Invitation {
     /// A new invitation for `email` valid for `ttl_secs` from `now`, and its token.
-    pub fn create(
-        sealer: &SessionSealer,
-        email: &str,
-        ttl_secs: u64,
-        now: u64,
-    ) -> (Self, String) {
+    pub fn create(sealer: &SessionSealer, email: &str, ttl_secs: u64, now: u64) -> (Self, String) {
         let invitation = Self {
             id: super::random_id(),
             email: email.to_ascii_lowercase(),

@@ -27,7 +27,7 @@ use webauthn_rs::{Webauthn, WebauthnBuilder};
 
 use crate::config::{AccessRules, EmailAddress, ProxyConfig};
 use crate::session::{Session, SessionSealer};
-use invite::{InviteError, Invitation};
+use invite::{Invitation, InviteError};
 use store::{CredentialStore, StoreError, StoredCredential};
 
 /// Why a ceremony failed. Each has a fixed metric label and a sentence for the user; details
@@ -96,7 +96,9 @@ impl PasskeyError {
                 "That passkey is not registered here (or was removed). Use another way to sign in."
             }
             Self::Denied(_) => "Your account is not allowed to use this application.",
-            Self::Invitation(InviteError::Expired) => "This invitation has expired. Ask for a new one.",
+            Self::Invitation(InviteError::Expired) => {
+                "This invitation has expired. Ask for a new one."
+            }
             Self::Invitation(InviteError::Invalid) => "This invitation link is not valid.",
             Self::InvitationUsed => "This invitation was already used. Ask for a new one.",
             Self::Duplicate => "This passkey is already registered.",
@@ -212,9 +214,8 @@ impl Passkeys {
             return Ok(None);
         };
         // Invariant: PublicUrl only holds an absolute http(s) URL.
-        let origin = Url::parse(public_url.as_str()).map_err(|_| {
-            PasskeySetupError::Webauthn(WebauthnError::Configuration)
-        })?;
+        let origin = Url::parse(public_url.as_str())
+            .map_err(|_| PasskeySetupError::Webauthn(WebauthnError::Configuration))?;
         let rp_id = p.effective_rp_id(public_url);
         let webauthn = WebauthnBuilder::new(&rp_id, &origin)
             .and_then(|b| b.rp_name(&p.rp_name).build())
@@ -266,12 +267,14 @@ impl Passkeys {
         let existing = self.store.for_user(&owner.user);
         // One user handle per user, so an authenticator keeps one passkey per user here.
         let user_handle = match existing.first() {
-            Some(c) => Uuid::parse_str(&c.user_handle).map_err(|_| {
-                PasskeyError::Store("a stored user handle is not a UUID".into())
-            })?,
+            Some(c) => Uuid::parse_str(&c.user_handle)
+                .map_err(|_| PasskeyError::Store("a stored user handle is not a UUID".into()))?,
             None => Uuid::from_bytes(random_bytes()),
         };
-        let exclude = existing.iter().map(|c| c.passkey.cred_id().clone()).collect();
+        let exclude = existing
+            .iter()
+            .map(|c| c.passkey.cred_id().clone())
+            .collect();
         let label = owner.email.clone().unwrap_or_else(|| owner.user.clone());
         let (mut options, state) = self
             .webauthn
@@ -280,8 +283,7 @@ impl Passkeys {
         // Ask for a discoverable credential, so that login needs no username. webauthn-rs
         // leaves residency to the authenticator; the server verifies the same either way.
         if let Some(selection) = options.public_key.authenticator_selection.as_mut() {
-            selection.resident_key =
-                Some(webauthn_rs_proto::ResidentKeyRequirement::Required);
+            selection.resident_key = Some(webauthn_rs_proto::ResidentKeyRequirement::Required);
             selection.require_resident_key = true;
         }
         let pending = PendingRegistration {
@@ -382,10 +384,7 @@ impl Passkeys {
         let answer: PublicKeyCredential =
             serde_json::from_slice(answer).map_err(|_| PasskeyError::Malformed)?;
         let id = URL_SAFE_NO_PAD.encode(answer.get_credential_id());
-        let mut stored = self
-            .store
-            .get(&id)
-            .ok_or(PasskeyError::UnknownCredential)?;
+        let mut stored = self.store.get(&id).ok_or(PasskeyError::UnknownCredential)?;
         let result = if pending.discoverable {
             let state: DiscoverableAuthentication =
                 serde_json::from_str(&pending.state).map_err(|_| PasskeyError::NoCeremony)?;

@@ -65,7 +65,11 @@ impl AuthRoutes {
     ) -> Reply {
         let method = req.method().clone();
         if method == Method::POST && !self.same_origin(&req) {
-            return json_error(StatusCode::FORBIDDEN, "cross_origin", "Cross-site request refused.");
+            return json_error(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                "Cross-site request refused.",
+            );
         }
         match (method, route) {
             (Method::GET | Method::HEAD, "/passkey.js") => script(),
@@ -73,11 +77,18 @@ impl AuthRoutes {
             (Method::GET | Method::HEAD, "/invite") => {
                 let token = query_param(req.uri().query(), "token").unwrap_or_default();
                 match passkeys.open_invitation(&self.sealer, &token, now) {
-                    Ok(invitation) => self.templates.passkey_invitation(&self.prefix, &invitation.email, &token),
+                    Ok(invitation) => {
+                        self.templates
+                            .passkey_invitation(&self.prefix, &invitation.email, &token)
+                    }
                     Err(error) => {
                         METRICS.passkey_registration(error.label());
                         tracing::warn!(reason = error.label(), "invitation refused");
-                        self.templates.passkey_message(&self.prefix, StatusCode::FORBIDDEN, error.message())
+                        self.templates.passkey_message(
+                            &self.prefix,
+                            StatusCode::FORBIDDEN,
+                            error.message(),
+                        )
                     }
                 }
             }
@@ -96,7 +107,10 @@ impl AuthRoutes {
                     Ok(body) => match passkeys.finish_registration(pending, &body, now) {
                         Ok(credential) => {
                             METRICS.passkey_registration("success");
-                            tracing::info!(invited = credential.invitation.is_some(), "passkey registered");
+                            tracing::info!(
+                                invited = credential.invitation.is_some(),
+                                "passkey registered"
+                            );
                             let next = if credential.invitation.is_some() {
                                 format!("{}/sign_in", self.prefix)
                             } else {
@@ -104,7 +118,9 @@ impl AuthRoutes {
                             };
                             json_ok(serde_json::json!({"ok": true, "redirect": next}))
                         }
-                        Err(error) => failed(error, "registration", |l| METRICS.passkey_registration(l)),
+                        Err(error) => {
+                            failed(error, "registration", |l| METRICS.passkey_registration(l))
+                        }
                     },
                     Err(reply) => reply,
                 };
@@ -116,7 +132,10 @@ impl AuthRoutes {
                     Ok(body) => body,
                     Err(reply) => return reply,
                 };
-                let return_to = body.rd.as_deref().map_or_else(ReturnTo::root, ReturnTo::from_path);
+                let return_to = body
+                    .rd
+                    .as_deref()
+                    .map_or_else(ReturnTo::root, ReturnTo::from_path);
                 match passkeys.start_login(body.email.as_deref(), return_to.as_str(), now) {
                     Ok((options, pending)) => {
                         METRICS.login("passkey", "started");
@@ -142,7 +161,9 @@ impl AuthRoutes {
                             let session = logged_in.session;
                             let sealed = self.sealer.seal(&session);
                             let max_age = session.expires_at.saturating_sub(now);
-                            for value in cookies::session_set_cookies(&self.names, &sealed, max_age, chunks) {
+                            for value in
+                                cookies::session_set_cookies(&self.names, &sealed, max_age, chunks)
+                            {
                                 reply.headers_mut().append(header::SET_COOKIE, value);
                             }
                             reply
@@ -195,7 +216,9 @@ impl AuthRoutes {
         let owner = match (&body.invitation, identity) {
             (Some(token), _) => match passkeys.open_invitation(&self.sealer, token, now) {
                 Ok(invitation) => Owner::from_invitation(&invitation),
-                Err(error) => return failed(error, "registration", |l| METRICS.passkey_registration(l)),
+                Err(error) => {
+                    return failed(error, "registration", |l| METRICS.passkey_registration(l));
+                }
             },
             (None, Some(identity)) => Owner::from_session(&identity.session),
             (None, None) => {
@@ -222,11 +245,16 @@ impl AuthRoutes {
         passkeys: &Passkeys,
     ) -> Reply {
         let Ok(body) = serde_json::to_value(&options) else {
-            return json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Please try again.");
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Please try again.",
+            );
         };
         let mut reply = json_ok(body);
         let value = self.sealer.seal_value(cookie, pending);
-        let set = cookies::set_cookie_with(&self.names, cookie, &value, passkeys.timeout, SameSite::Lax);
+        let set =
+            cookies::set_cookie_with(&self.names, cookie, &value, passkeys.timeout, SameSite::Lax);
         reply.headers_mut().append(header::SET_COOKIE, set);
         reply
     }
@@ -237,14 +265,20 @@ impl AuthRoutes {
     }
 
     /// The logged-in user's passkeys, with add and remove; the sign-in page for anyone else.
-    fn manage(&self, passkeys: &Passkeys, identity: Option<&Identity>, error: Option<&str>) -> Reply {
+    fn manage(
+        &self,
+        passkeys: &Passkeys,
+        identity: Option<&Identity>,
+        error: Option<&str>,
+    ) -> Reply {
         let Some(identity) = identity else {
             return respond::sign_in_redirect(&self.prefix, &format!("{}/passkey", self.prefix));
         };
         let session = &identity.session;
         let account = session.email.as_deref().unwrap_or(&session.user);
         let list = passkeys.store().for_user(&session.user);
-        self.templates.passkey_list(&self.prefix, account, &list, error)
+        self.templates
+            .passkey_list(&self.prefix, account, &list, error)
     }
 
     /// A POST from our own origin. Fetch metadata (`Sec-Fetch-Site`), when sent, must say
@@ -268,7 +302,11 @@ fn failed(error: PasskeyError, step: &'static str, count: impl FnOnce(&'static s
     let label = error.label();
     count(label);
     if matches!(error, PasskeyError::CounterRegressed) {
-        tracing::error!(step, reason = label, "passkey signature counter went backwards: refused");
+        tracing::error!(
+            step,
+            reason = label,
+            "passkey signature counter went backwards: refused"
+        );
     } else {
         tracing::warn!(step, reason = label, %error, "passkey ceremony failed");
     }
@@ -293,7 +331,11 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Reply {
 }
 
 fn script() -> Reply {
-    let mut reply = respond::page(StatusCode::OK, "text/javascript; charset=utf-8", SCRIPT.to_owned());
+    let mut reply = respond::page(
+        StatusCode::OK,
+        "text/javascript; charset=utf-8",
+        SCRIPT.to_owned(),
+    );
     reply
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -309,20 +351,30 @@ fn query_param(query: Option<&str>, key: &str) -> Option<String> {
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Reply> {
     match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(_) => Err(json_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "Request too large.")),
+        Err(_) => Err(json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "Request too large.",
+        )),
     }
 }
 
 /// A JSON body; an empty one is the type's default. JSON only, which a cross-site form
 /// cannot send without a CORS preflight we never answer.
-async fn read_json<T: serde::de::DeserializeOwned + Default>(req: Request<Incoming>) -> Result<T, Reply> {
+async fn read_json<T: serde::de::DeserializeOwned + Default>(
+    req: Request<Incoming>,
+) -> Result<T, Reply> {
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if !is_json {
-        return Err(json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "malformed", "JSON expected."));
+        return Err(json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "malformed",
+            "JSON expected.",
+        ));
     }
     let body = read_body(req).await?;
     if body.is_empty() {

@@ -81,10 +81,10 @@ impl Contents {
         if self.credentials.iter().any(|c| c.id == credential.id) {
             return Err(StoreError::Duplicate);
         }
-        if let Some(invitation) = &credential.invitation {
-            if !self.used_invitations.insert(invitation.clone()) {
-                return Err(StoreError::InvitationUsed);
-            }
+        if let Some(invitation) = &credential.invitation
+            && !self.used_invitations.insert(invitation.clone())
+        {
+            return Err(StoreError::InvitationUsed);
         }
         self.credentials.push(credential);
         Ok(())
@@ -128,7 +128,9 @@ impl Index {
             (map, contents.used_invitations.clone());
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, (HashMap<String, StoredCredential>, BTreeSet<String>)> {
+    fn read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, (HashMap<String, StoredCredential>, BTreeSet<String>)> {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -141,7 +143,13 @@ impl Index {
     }
 
     pub fn select(&self, keep: impl Fn(&StoredCredential) -> bool) -> Vec<StoredCredential> {
-        let mut found: Vec<_> = self.read().0.values().filter(|c| keep(c)).cloned().collect();
+        let mut found: Vec<_> = self
+            .read()
+            .0
+            .values()
+            .filter(|c| keep(c))
+            .cloned()
+            .collect();
         found.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
         found
     }
