@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
 HARNESS=proxy/tests/oidc
-APT_PACKAGES=(chromium fonts-liberation fonts-dejavu-core)
+# libssl-dev and pkg-config: webauthn-rs (passkeys) links OpenSSL.
+APT_PACKAGES=(chromium fonts-liberation fonts-dejavu-core libssl-dev pkg-config)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -276,14 +276,14 @@ async fn oidc_user_adds_a_passkey_signs_in_with_it_alone_and_loses_it_on_removal
             "--url",
             &format!("{base}/auth/sign_in"),
             "--count",
-            "6",
+            "7",
             "--authenticator",
             authn,
         ],
     )
     .await;
     let captured = out["captured"].as_array().unwrap().clone();
-    assert_eq!(captured.len(), 6);
+    assert_eq!(captured.len(), 7);
     let finish = format!("{base}/auth/passkey/login/finish");
     let send = |i: usize, credential: Value| {
         let cookie = &captured[i]["cookie"];
@@ -345,20 +345,21 @@ async fn oidc_user_adds_a_passkey_signs_in_with_it_alone_and_loses_it_on_removal
     });
     refused(&send(3, bumped).await, "verification_failed");
     // The control: an untouched capture signs in, so the refusals above were the edits'.
-    let ok = send(4, credential(4)).await;
+    let ok = send(5, credential(5)).await;
     assert_eq!(ok.status, StatusCode::OK, "{:?}\n{}", ok.body, proxy.log());
     assert!(
-        ok.headers.get_all("set-cookie").iter().any(|c| c
-            .to_str()
-            .unwrap()
-            .starts_with("__Host-vouchrs_session=")
-            && c.len() > 60)
+        ok.headers.get_all("set-cookie").iter().any(|c| {
+            c.to_str().unwrap().starts_with("__Host-vouchrs_session=") && c.len() > 60
+        })
     );
     // Replayed: the same assertion with the same ceremony cookie again.
-    refused(&send(4, credential(4)).await, "replayed");
+    refused(&send(5, credential(5)).await, "replayed");
     // Replayed under a new ceremony (a ceremony cookie another browser or tab started):
     // its challenge differs, so the signature does not cover it.
-    refused(&send(5, credential(4)).await, "verification_failed");
+    refused(&send(6, credential(5)).await, "verification_failed");
+    // A genuine, untouched assertion made before the control one: its signature counter is
+    // behind the stored one, as a cloned authenticator's would be.
+    refused(&send(4, credential(4)).await, "counter_regressed");
 
     // Cross-site POSTs are refused before anything else.
     let cross = post(
@@ -436,6 +437,7 @@ async fn oidc_user_adds_a_passkey_signs_in_with_it_alone_and_loses_it_on_removal
         "vouchrs_logins_total{provider=\"passkey\",outcome=\"replayed\"} 1",
         "vouchrs_logins_total{provider=\"passkey\",outcome=\"verification_failed\"} 5",
         "vouchrs_logins_total{provider=\"passkey\",outcome=\"unknown_credential\"} 1",
+        "vouchrs_logins_total{provider=\"passkey\",outcome=\"counter_regressed\"} 1",
     ] {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }

@@ -25,6 +25,14 @@ pub struct FileStore {
 impl FileStore {
     /// Opens (or starts) the store at `path`; its directory must exist.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        // Fail at startup, not at the first registration, when the file cannot be written.
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            return Err(io(format!("directory {} does not exist", dir.display())));
+        }
         let store = Self {
             path: path.to_owned(),
             index: Index::default(),
