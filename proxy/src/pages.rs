@@ -336,6 +336,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn passkey_pages_load_our_script_only_and_escape_names() {
+        let t = Templates {
+            passkeys: true,
+            ..Templates::default()
+        };
+        let r = t.sign_in("/auth", &[("a", "A")], "/x", None);
+        let csp = r.headers()["content-security-policy"].to_str().unwrap();
+        let script_src = csp
+            .split(';')
+            .map(str::trim)
+            .find(|d| d.starts_with("script-src"));
+        assert_eq!(script_src, Some("script-src 'self'"), "{csp}");
+        let text = body(r).await;
+        assert!(text.contains("<script src=\"/auth/passkey/passkey.js\" defer></script>"));
+        assert!(text.contains("data-rd=\"/x\""));
+        assert_eq!(text.matches("<script").count(), 1, "no inline script");
+
+        let passkey: webauthn_rs::prelude::Passkey = serde_json::from_value(serde_json::json!({"cred": {
+            "cred_id": "AAEC", "cred": {"type_": "ES256", "key": {"EC_EC2": {"curve": "SECP256R1",
+            "x": vec![1u8; 32], "y": vec![2u8; 32]}}}, "counter": 0, "transports": null, "user_verified": true,
+            "backup_eligible": false, "backup_state": false, "registration_policy": "required",
+            "extensions": {"cred_protect": "NotRequested", "hmac_create_secret": "NotRequested",
+            "appid": "NotRequested", "cred_props": "Ignored"}, "attestation": {"data": "None",
+            "metadata": "None"}, "attestation_format": "none"}}))
+        .unwrap();
+        let stored = crate::passkey::store::StoredCredential {
+            id: "AAEC".into(),
+            user: "u".into(),
+            email: None,
+            groups: vec![],
+            user_handle: String::new(),
+            name: "<img src=x>".into(),
+            created: 1_796_358_900,
+            last_used: None,
+            invitation: None,
+            passkey,
+        };
+        let text = body(t.passkey_list("/auth", "a@example.com", &[stored], None)).await;
+        assert!(text.contains("&lt;img src=x&gt;") && !text.contains("<img"));
+        assert!(text.contains("2026-12-04 04:35 UTC") && text.contains("never"));
+        assert!(text.contains("action=\"/auth/passkey/remove\""));
+    }
+
+    #[tokio::test]
     async fn branded_templates_wrap_the_content() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
