@@ -480,3 +480,74 @@ fn clean_name(name: &str) -> String {
         cleaned
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passkey::file_store::FileStore;
+    use crate::session::tests::{ring_text, sealer};
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn passkeys(dir: &std::path::Path) -> Passkeys {
+        let config = ProxyConfig::parse(&format!(
+            "[server]\npublic_url = \"https://app.example.com\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n\
+             [passkeys]\nenabled = true\nstore_file = \"{}\"\n",
+            dir.join("p.json").display()
+        ))
+        .unwrap();
+        let store = Arc::new(FileStore::open(&dir.join("p.json")).unwrap());
+        Passkeys::from_config(&config, store).unwrap().unwrap()
+    }
+
+    #[test]
+    fn ceremonies_are_single_use_expire_and_refuse_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = passkeys(dir.path());
+        let s = sealer(&ring_text(&["k1"]));
+
+        // No pending ceremony (no cookie, or one that did not open): refused.
+        let err = p.finish_login(&s, None, b"{}", NOW).err().unwrap();
+        assert_eq!(err.label(), "no_ceremony");
+
+        // Expired: refused even before the answer is looked at.
+        let (_, pending) = p.start_login(None, "/", NOW).unwrap();
+        assert!(pending.discoverable);
+        let late = NOW + 300;
+        let err = p
+            .finish_login(&s, Some(pending), b"{}", late)
+            .err()
+            .unwrap();
+        assert_eq!(err.label(), "no_ceremony");
+
+        // A garbage answer burns the ceremony: the same pending state is refused next time.
+        let (_, pending) = p.start_login(None, "/", NOW).unwrap();
+        let again: PendingLogin =
+            serde_json::from_str(&serde_json::to_string(&pending).unwrap()).unwrap();
+        let err = p
+            .finish_login(&s, Some(pending), b"not json", NOW)
+            .err()
+            .unwrap();
+        assert_eq!(err.label(), "malformed");
+        let err = p.finish_login(&s, Some(again), b"{}", NOW).err().unwrap();
+        assert_eq!(err.label(), "replayed");
+
+        // Registration ceremonies alike; and the options ask for a discoverable credential.
+        let owner = Owner {
+            user: "u".into(),
+            email: Some("u@example.com".into()),
+            groups: vec![],
+            invitation: None,
+        };
+        let (options, pending) = p.start_registration(owner, "\u{7}Laptop\n", NOW).unwrap();
+        assert_eq!(pending.name, "Laptop");
+        let selection = options.public_key.authenticator_selection.unwrap();
+        assert!(selection.require_resident_key);
+        let err = p
+            .finish_registration(Some(pending), b"{}", NOW)
+            .err()
+            .unwrap();
+        assert_eq!(err.label(), "malformed");
+        assert!(p.store().for_user("u").is_empty());
+    }
+}
