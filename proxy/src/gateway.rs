@@ -133,11 +133,12 @@ impl Gateway {
         let (mut identity, mut outcome, cache_hit) = self.open_session(&scanned, now);
         // A passkey session lives only as long as its credential: one removed (or passkeys
         // turned off) ends it here, before anything else sees the identity.
+        let mut end_session = false;
         if identity
             .as_ref()
             .is_some_and(|i| !self.credential_live(&i.session))
         {
-            (identity, outcome) = (None, SessionOutcome::Invalid);
+            (identity, outcome, end_session) = (None, SessionOutcome::Invalid, true);
         }
         let chunks = scanned.chunk_count();
         let strip_cookies = scanned.needs_rewrite;
@@ -147,7 +148,6 @@ impl Gateway {
         // identity the provider no longer vouches for. A refused refresh ends the session; an
         // unreachable provider leaves it as it is.
         let mut reseal: Option<Session> = None;
-        let mut end_session = false;
         if let Some(current) = identity.as_ref().filter(|i| refresh::due(&i.session, now)) {
             match self.auth.oidc.refresh(&current.session, now).await {
                 Refreshed::Renewed(session) => match Identity::new(session) {

@@ -406,6 +406,14 @@ async fn oidc_user_adds_a_passkey_signs_in_with_it_alone_and_loses_it_on_removal
             .starts_with(&format!("{base}/auth/sign_in")),
         "other sessions of it too: {out}"
     );
+    assert!(
+        !out["cookies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "__Host-vouchrs_session"),
+        "the dead session cookie is cleared: {out}"
+    );
 
     // 7. The authenticator still holds the key, but the next passkey login is refused.
     let out = browser(
