@@ -9,8 +9,7 @@ cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
 HARNESS=proxy/tests/oidc
-# libssl-dev and pkg-config: webauthn-rs (passkeys) links OpenSSL.
-APT_PACKAGES=(chromium fonts-liberation fonts-dejavu-core libssl-dev pkg-config)
+APT_PACKAGES=(chromium fonts-liberation fonts-dejavu-core)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
