@@ -14,6 +14,8 @@ use crate::config::{ConfigError, ProxyConfig};
 use crate::gateway::Gateway;
 use crate::oidc::{Oidc, ProviderSetupError};
 use crate::pages::Templates;
+use crate::passkey::file_store::FileStore;
+use crate::passkey::{PasskeySetupError, Passkeys};
 use crate::server::{self, TlsSetupError};
 use crate::session::keyring::{self, KeyRing, KeyRingError, SharedKeyRing};
 use crate::session::{Lifetimes, SessionSealer};
@@ -40,6 +42,8 @@ pub enum StartError {
     Provider(#[from] ProviderSetupError),
     #[error("invalid config: auth.templates_dir: {0}")]
     Templates(std::io::Error),
+    #[error("invalid config: {0}")]
+    Passkeys(#[from] crate::passkey::PasskeySetupError),
     #[error("cannot listen on {0}")]
     Bind(std::io::Error),
 }
@@ -60,6 +64,7 @@ pub struct App {
     sealer: SessionSealer,
     gateway: Arc<Gateway>,
     tls: Option<TlsAcceptor>,
+    passkey_store: Option<Arc<FileStore>>,
 }
 
 impl App {
@@ -78,6 +83,10 @@ impl App {
             .map(server::tls_acceptor)
             .transpose()?;
         let oidc = Oidc::new(&config, upstream::tls_config(None)?)?;
+        let (passkeys, passkey_store) = passkeys(&config)?;
+        let mut templates =
+            Templates::load(config.auth.templates_dir.as_deref()).map_err(StartError::Templates)?;
+        templates.passkeys = passkeys.is_some();
         let auth = AuthRoutes {
             prefix: config.auth.prefix.as_str().to_owned(),
             public_url: config
@@ -88,8 +97,8 @@ impl App {
             oidc: Arc::new(oidc),
             sealer: sealer.clone(),
             names: CookieNames::new(config.session.cookie_name.as_str(), config.session.secure),
-            templates: Templates::load(config.auth.templates_dir.as_deref())
-                .map_err(StartError::Templates)?,
+            templates,
+            passkeys,
         };
         let gateway = Arc::new(Gateway::new(&config, sealer.clone(), upstream, auth));
         Ok(Self {
@@ -98,7 +107,26 @@ impl App {
             sealer,
             gateway,
             tls,
+            passkey_store,
         })
+    }
+
+    /// The passkey ceremonies, when passkeys are on (for `invite`).
+    pub fn passkeys(&self) -> Option<&Arc<Passkeys>> {
+        self.gateway.passkeys()
+    }
+
+    /// The public URL and auth prefix invitation links start with.
+    pub fn invitation_base(&self) -> String {
+        format!(
+            "{}{}/passkey/invite",
+            self.config
+                .server
+                .public_url
+                .as_ref()
+                .map_or("", |u| u.as_str()),
+            self.config.auth.prefix.as_str()
+        )
     }
 
     /// The sealer of this config's sessions (for `mint-session`).
@@ -125,6 +153,10 @@ impl App {
             self.config.session.keyring_poll.0,
         ));
 
+        if let Some(store) = self.passkey_store.clone() {
+            tokio::spawn(reload_store(store));
+        }
+
         let (stop_tx, stop_rx) = watch::channel(false);
         let drain_delay = server_config.drain_delay.0;
         tokio::spawn(async move {
@@ -148,6 +180,38 @@ impl App {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The credential store and the ceremonies over it, when passkeys are on.
+type PasskeyParts = (Option<Arc<Passkeys>>, Option<Arc<FileStore>>);
+
+fn passkeys(config: &ProxyConfig) -> Result<PasskeyParts, StartError> {
+    if !config.passkeys.enabled {
+        return Ok((None, None));
+    }
+    let store =
+        Arc::new(FileStore::open(&config.passkeys.store_file).map_err(PasskeySetupError::Store)?);
+    let passkeys = Passkeys::from_config(config, store.clone())?.map(Arc::new);
+    Ok((passkeys, Some(store)))
+}
+
+/// Picks up credentials other processes added or removed in the shared store file. Removals
+/// made through this process take effect at once; this bounds the delay for the others.
+async fn reload_store(store: Arc<FileStore>) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(2));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.reload_if_changed()).await {
+            Ok(Ok(true)) => tracing::info!("passkey store reloaded"),
+            Ok(Ok(false)) => {}
+            Ok(Err(error)) => {
+                tracing::error!(%error, "passkey store unreadable; keeping the current credentials")
+            }
+            Err(_) => {}
+        }
     }
 }
 

@@ -28,6 +28,8 @@ pub struct AuthRoutes {
     pub sealer: SessionSealer,
     pub names: CookieNames,
     pub templates: Templates,
+    /// `None` when passkeys are off.
+    pub passkeys: Option<Arc<crate::passkey::Passkeys>>,
 }
 
 type Reply = Response<ProxyBody>;
@@ -60,6 +62,14 @@ impl AuthRoutes {
             }
             (Method::GET | Method::HEAD, "/signed_out") => self.templates.signed_out(&self.prefix),
             (Method::GET | Method::HEAD, "/userinfo") => userinfo(identity),
+            (_, r) if r == "/passkey" || r.starts_with("/passkey/") => match &self.passkeys {
+                Some(passkeys) => {
+                    let rest = &r["/passkey".len()..];
+                    self.passkey(passkeys, req, identity, rest, chunks, now)
+                        .await
+                }
+                None => Refusal::NotFound.respond(respond::wants_html(req.headers())),
+            },
             _ => Refusal::NotFound.respond(respond::wants_html(req.headers())),
         }
     }

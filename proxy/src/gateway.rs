@@ -83,6 +83,10 @@ impl Gateway {
         }
     }
 
+    pub fn passkeys(&self) -> Option<&Arc<crate::passkey::Passkeys>> {
+        self.auth.passkeys.as_ref()
+    }
+
     pub fn header_rules(&self) -> &HeaderRules {
         &self.header_rules
     }
@@ -127,6 +131,15 @@ impl Gateway {
         // Read our cookies once: the session to open, and whether the Cookie header must change.
         let scanned = cookies::scan(req.headers(), &self.cookie_names);
         let (mut identity, mut outcome, cache_hit) = self.open_session(&scanned, now);
+        // A passkey session lives only as long as its credential: one removed (or passkeys
+        // turned off) ends it here, before anything else sees the identity.
+        let mut end_session = false;
+        if identity
+            .as_ref()
+            .is_some_and(|i| !self.credential_live(&i.session))
+        {
+            (identity, outcome, end_session) = (None, SessionOutcome::Invalid, true);
+        }
         let chunks = scanned.chunk_count();
         let strip_cookies = scanned.needs_rewrite;
         METRICS.session(outcome, cache_hit);
@@ -135,7 +148,6 @@ impl Gateway {
         // identity the provider no longer vouches for. A refused refresh ends the session; an
         // unreachable provider leaves it as it is.
         let mut reseal: Option<Session> = None;
-        let mut end_session = false;
         if let Some(current) = identity.as_ref().filter(|i| refresh::due(&i.session, now)) {
             // Boxed, like the auth routes below: hyper keeps one allocation the size of this
             // request future for every open connection, idle ones included, so the rare OIDC
@@ -306,6 +318,15 @@ impl Gateway {
             }
         }
         (None, outcome, false)
+    }
+
+    /// False for a passkey session whose credential is gone; true for any other session.
+    /// An in-memory lookup, done on cache hits too.
+    fn credential_live(&self, session: &Session) -> bool {
+        match session.passkey_credential() {
+            None => true,
+            Some(id) => self.auth.passkeys.as_ref().is_some_and(|p| p.is_live(id)),
+        }
     }
 
     fn is_auth_route(&self, path: &str) -> bool {

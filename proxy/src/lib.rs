@@ -23,6 +23,8 @@ pub mod oidc;
 #[cfg(feature = "server")]
 pub mod pages;
 #[cfg(feature = "server")]
+pub mod passkey;
+#[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]
 pub mod session;

@@ -49,12 +49,27 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         groups: Vec<String>,
     },
+    /// Print a one-time invitation link that lets its holder register one passkey for
+    /// ADDRESS (passkeys must be enabled). Anyone with the link can use it until it expires.
+    Invite {
+        /// The email address the passkey will sign in as.
+        #[arg(long)]
+        email: String,
+        /// How long the link stays valid, e.g. `24h` (at most passkeys.invitation_max_ttl).
+        #[arg(long, default_value = "24h")]
+        ttl: humantime::Duration,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let mut invite = None;
     let mint = match cli.command {
         Some(Command::Keygen { id }) => return keygen(id),
+        Some(Command::Invite { email, ttl }) => {
+            invite = Some((email, ttl));
+            None
+        }
         Some(Command::MintSession {
             user,
             email,
@@ -85,6 +100,9 @@ fn main() -> ExitCode {
         );
         println!("{}={}", sealer.cookie_name(), sealer.seal(&session));
         return ExitCode::SUCCESS;
+    }
+    if let Some((email, ttl)) = invite {
+        return print_invitation(&app, &email, ttl.into());
     }
     if cli.check_config {
         println!("{}: config OK", cli.config.display());
@@ -126,4 +144,32 @@ fn keygen(id: Option<String>) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn print_invitation(app: &App, email: &str, ttl: std::time::Duration) -> ExitCode {
+    let Some(passkeys) = app.passkeys() else {
+        eprintln!("vouchrs-proxy invite: passkeys are not enabled in the config");
+        return ExitCode::from(2);
+    };
+    if let Err(error) = vouchrs_proxy::config::EmailAddress::parse(email) {
+        eprintln!("vouchrs-proxy invite: --email: {error}");
+        return ExitCode::from(2);
+    }
+    let ttl = ttl.as_secs();
+    if ttl == 0 || ttl > passkeys.max_invitation_ttl() {
+        eprintln!(
+            "vouchrs-proxy invite: --ttl must be between 1s and passkeys.invitation_max_ttl ({}s)",
+            passkeys.max_invitation_ttl()
+        );
+        return ExitCode::from(2);
+    }
+    let now = vouchrs_proxy::gateway::unix_now();
+    let (invitation, token) =
+        vouchrs_proxy::passkey::invite::Invitation::create(app.sealer(), email, ttl, now);
+    println!("{}?token={token}", app.invitation_base());
+    eprintln!(
+        "invitation {} for {} valid until {} (Unix time)",
+        invitation.id, invitation.email, invitation.expires_at
+    );
+    ExitCode::SUCCESS
 }

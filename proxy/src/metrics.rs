@@ -65,6 +65,8 @@ type LoginCounts = std::sync::Mutex<Vec<((String, &'static str), u64)>>;
 
 pub struct Metrics {
     logins: LoginCounts,
+    /// Passkey registrations by outcome (a fixed set of labels from `passkey::PasskeyError`).
+    passkey_registrations: std::sync::Mutex<Vec<(&'static str, u64)>>,
     responses: [AtomicU64; 5],
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
@@ -83,6 +85,7 @@ const ZERO: AtomicU64 = AtomicU64::new(0);
 /// The process-wide metrics.
 pub static METRICS: Metrics = Metrics {
     logins: std::sync::Mutex::new(Vec::new()),
+    passkey_registrations: std::sync::Mutex::new(Vec::new()),
     responses: [ZERO; 5],
     latency_buckets: [ZERO; BUCKETS.len()],
     latency_count: ZERO,
@@ -133,6 +136,18 @@ impl Metrics {
         {
             Some((_, n)) => *n += 1,
             None => logins.push(((provider.to_owned(), outcome), 1)),
+        }
+    }
+
+    /// Counts a passkey registration step (`started`, `success`, or a failure label).
+    pub fn passkey_registration(&self, outcome: &'static str) {
+        let mut counts = self
+            .passkey_registrations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match counts.iter_mut().find(|(o, _)| *o == outcome) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((outcome, 1)),
         }
     }
 
@@ -256,6 +271,23 @@ impl Metrics {
             let _ = writeln!(
                 w,
                 "vouchrs_logins_total{{provider=\"{provider}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        header(
+            w,
+            "vouchrs_passkey_registrations_total",
+            "counter",
+            "Passkey registration steps by outcome (logins are in vouchrs_logins_total, provider=\"passkey\").",
+        );
+        for (outcome, n) in self
+            .passkey_registrations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                w,
+                "vouchrs_passkey_registrations_total{{outcome=\"{outcome}\"}} {n}"
             );
         }
         process_metrics(w);

@@ -30,6 +30,8 @@ pub struct Templates {
     denied: Option<String>,
     sign_out: Option<String>,
     signed_out: Option<String>,
+    /// Show the passkey button on the sign-in page.
+    pub passkeys: bool,
 }
 
 impl Templates {
@@ -48,6 +50,7 @@ impl Templates {
             denied: read("denied.html")?,
             sign_out: read("sign_out.html")?,
             signed_out: read("signed_out.html")?,
+            passkeys: false,
         })
     }
 
@@ -86,12 +89,29 @@ impl Templates {
                 escape(display)
             );
         }
+        if self.passkeys {
+            // Hidden until the script runs: without JavaScript there is no passkey login.
+            let _ = write!(
+                c,
+                "<form data-passkey-login data-rd=\"{}\" hidden>\
+                 <label for=\"pk-email\" class=\"note\">Email (optional, for a passkey without a saved account)</label>\
+                 <input id=\"pk-email\" name=\"email\" type=\"email\" autocomplete=\"username webauthn\">\
+                 <button class=\"button secondary\" type=\"submit\">Sign in with a passkey</button></form>\
+                 <p class=\"error\" role=\"alert\" tabindex=\"-1\" data-passkey-error hidden></p>\
+                 <script src=\"{prefix}/passkey/passkey.js\" defer></script>",
+                escape(return_to)
+            );
+        }
         let status = if error.is_some() {
             StatusCode::BAD_REQUEST
         } else {
             StatusCode::OK
         };
-        html(status, self.render(&self.sign_in, "Sign in", &c))
+        let reply = html(status, self.render(&self.sign_in, "Sign in", &c));
+        if self.passkeys {
+            return with_own_scripts(reply);
+        }
+        reply
     }
 
     /// The 403 page: which account was refused, why, and how to sign out.
@@ -128,6 +148,118 @@ impl Templates {
             self.render(&self.signed_out, "Signed out", &c),
         )
     }
+}
+
+impl Templates {
+    /// A logged-in user's passkeys: name, created, last used, a remove button each, and a
+    /// form to add one.
+    pub fn passkey_list(
+        &self,
+        prefix: &str,
+        account: &str,
+        list: &[crate::passkey::store::StoredCredential],
+        error: Option<&str>,
+    ) -> Response {
+        let mut c = format!(
+            "<h1>Your passkeys</h1><p class=\"note\">Signed in as <strong>{}</strong>.</p>",
+            escape(account)
+        );
+        if let Some(error) = error {
+            let _ = write!(c, "<p class=\"error\" role=\"alert\">{}</p>", escape(error));
+        }
+        if list.is_empty() {
+            c.push_str("<p>You have no passkeys yet.</p>");
+        } else {
+            c.push_str("<table><thead><tr><th scope=\"col\">Name</th><th scope=\"col\">Created</th><th scope=\"col\">Last used</th><th scope=\"col\"><span class=\"note\">Action</span></th></tr></thead><tbody>");
+            for p in list {
+                let _ = write!(
+                    c,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td><form method=\"post\" action=\"{prefix}/passkey/remove\">\
+                     <input type=\"hidden\" name=\"id\" value=\"{}\"><button type=\"submit\" aria-label=\"Remove passkey {}\">Remove</button></form></td></tr>",
+                    escape(&p.name),
+                    utc_minute(p.created),
+                    p.last_used.map_or_else(|| "never".to_owned(), utc_minute),
+                    escape(&p.id),
+                    escape(&p.name),
+                );
+            }
+            c.push_str("</tbody></table>");
+        }
+        c.push_str(&register_form(prefix, "", "Add a passkey"));
+        let _ = write!(
+            c,
+            "<a class=\"button secondary\" href=\"/\">Back to the application</a>"
+        );
+        with_own_scripts(html(StatusCode::OK, self.render(&None, "Passkeys", &c)))
+    }
+
+    /// An invitation: register a passkey for `email`.
+    pub fn passkey_invitation(&self, prefix: &str, email: &str, token: &str) -> Response {
+        let mut c = format!(
+            "<h1>Create your passkey</h1><p>This invitation lets you create a passkey for <strong>{}</strong>. \
+             You can then sign in with it, without a password.</p>",
+            escape(email)
+        );
+        c.push_str(&register_form(prefix, token, "Create passkey"));
+        with_own_scripts(html(
+            StatusCode::OK,
+            self.render(&None, "Create your passkey", &c),
+        ))
+    }
+
+    /// A short page with one message (a refused invitation).
+    pub fn passkey_message(&self, prefix: &str, status: StatusCode, message: &str) -> Response {
+        let c = format!(
+            "<h1>Passkey</h1><p class=\"error\" role=\"alert\">{}</p><a class=\"button\" href=\"{prefix}/sign_in\">Sign in</a>",
+            escape(message)
+        );
+        html(status, self.render(&None, "Passkey", &c))
+    }
+}
+
+/// The add-a-passkey form; the script does the WebAuthn call on submit.
+fn register_form(prefix: &str, invitation: &str, label: &str) -> String {
+    let data = if invitation.is_empty() {
+        String::new()
+    } else {
+        format!(" data-invitation=\"{}\"", escape(invitation))
+    };
+    format!(
+        "<form data-passkey-register{data}><label for=\"pk-name\">Passkey name</label>\
+         <input id=\"pk-name\" name=\"name\" maxlength=\"64\" value=\"Passkey\" required>\
+         <button class=\"button\" type=\"submit\">{label}</button></form>\
+         <p class=\"error\" role=\"alert\" tabindex=\"-1\" data-passkey-error hidden></p>\
+         <script src=\"{prefix}/passkey/passkey.js\" defer></script>"
+    )
+}
+
+/// Pages that load our passkey script: the usual CSP plus our own origin's scripts and
+/// fetches. Still no inline script.
+fn with_own_scripts(mut reply: Response) -> Response {
+    reply.headers_mut().insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        http::HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    reply
+}
+
+/// `2026-12-04 06:35 UTC` from Unix seconds.
+fn utc_minute(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let (h, m) = ((secs % 86_400) / 3600, (secs % 3600) / 60);
+    // Civil-from-days (Howard Hinnant), proleptic Gregorian.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{d:02} {h:02}:{m:02} UTC")
 }
 
 type Response = http::Response<ProxyBody>;
@@ -201,6 +333,50 @@ mod tests {
         assert!(text.contains("&lt;script&gt;x&lt;/script&gt;@evil"));
         assert!(!text.contains("<script>"));
         assert!(text.contains("action=\"/auth/oauth2/sign_out\""));
+    }
+
+    #[tokio::test]
+    async fn passkey_pages_load_our_script_only_and_escape_names() {
+        let t = Templates {
+            passkeys: true,
+            ..Templates::default()
+        };
+        let r = t.sign_in("/auth", &[("a", "A")], "/x", None);
+        let csp = r.headers()["content-security-policy"].to_str().unwrap();
+        let script_src = csp
+            .split(';')
+            .map(str::trim)
+            .find(|d| d.starts_with("script-src"));
+        assert_eq!(script_src, Some("script-src 'self'"), "{csp}");
+        let text = body(r).await;
+        assert!(text.contains("<script src=\"/auth/passkey/passkey.js\" defer></script>"));
+        assert!(text.contains("data-rd=\"/x\""));
+        assert_eq!(text.matches("<script").count(), 1, "no inline script");
+
+        let passkey: webauthn_rs::prelude::Passkey = serde_json::from_value(serde_json::json!({"cred": {
+            "cred_id": "AAEC", "cred": {"type_": "ES256", "key": {"EC_EC2": {"curve": "SECP256R1",
+            "x": vec![1u8; 32], "y": vec![2u8; 32]}}}, "counter": 0, "transports": null, "user_verified": true,
+            "backup_eligible": false, "backup_state": false, "registration_policy": "required",
+            "extensions": {"cred_protect": "NotRequested", "hmac_create_secret": "NotRequested",
+            "appid": "NotRequested", "cred_props": "Ignored"}, "attestation": {"data": "None",
+            "metadata": "None"}, "attestation_format": "none"}}))
+        .unwrap();
+        let stored = crate::passkey::store::StoredCredential {
+            id: "AAEC".into(),
+            user: "u".into(),
+            email: None,
+            groups: vec![],
+            user_handle: String::new(),
+            name: "<img src=x>".into(),
+            created: 1_796_358_900,
+            last_used: None,
+            invitation: None,
+            passkey,
+        };
+        let text = body(t.passkey_list("/auth", "a@example.com", &[stored], None)).await;
+        assert!(text.contains("&lt;img src=x&gt;") && !text.contains("<img"));
+        assert!(text.contains("2026-12-04 04:35 UTC") && text.contains("never"));
+        assert!(text.contains("action=\"/auth/passkey/remove\""));
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 //! map instead of touching the process environment.
 
 mod oidc;
+mod passkeys;
 mod values;
 
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use oidc::{AccessRules, OidcConfig, OidcProvider, ProviderKind, ResponseMode};
+pub use passkeys::PasskeysConfig;
 pub use values::{AuthPrefix, CookieName, HeaderNameText, HumanDuration, PathRule, UpstreamUrl};
 pub use values::{EmailAddress, EmailDomain, ProviderName, ProviderUrl, PublicUrl};
 
@@ -45,6 +47,9 @@ pub struct ProxyConfig {
     /// Who may get in, checked at login and whenever a session is opened.
     #[serde(default)]
     pub access: AccessRules,
+    /// Passkey (WebAuthn) login; off by default. Omitted from rendered TOML while default.
+    #[serde(default, skip_serializing_if = "PasskeysConfig::is_default")]
+    pub passkeys: PasskeysConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -288,6 +293,9 @@ impl ProxyConfig {
             ));
         }
         self.validate_oidc()?;
+        self.passkeys
+            .validate(self.server.public_url.as_ref())
+            .map_err(|(key, reason)| ConfigError::new(key, reason))?;
         let names = &self.identity_headers;
         if names.user == names.email || names.user == names.groups || names.email == names.groups {
             return Err(ConfigError::new(

@@ -32,6 +32,14 @@ pub struct Session {
     pub tokens: Option<ProviderTokens>,
 }
 
+impl Session {
+    /// The credential a passkey session was started with (`method` is `passkey:ID`). Kept in
+    /// `method` so the sealed layout, and every cookie already issued, stays as it was.
+    pub fn passkey_credential(&self) -> Option<&str> {
+        self.method.strip_prefix("passkey:")
+    }
+}
+
 /// Provider tokens sealed into an OIDC session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderTokens {

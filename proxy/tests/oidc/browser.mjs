@@ -8,10 +8,17 @@
 //   node browser.mjs visit      --url URL [--screenshot FILE]
 //   node browser.mjs logout     --url PROXY_SIGN_OUT_URL
 //   node browser.mjs screenshot --url URL --out FILE
+//   node browser.mjs passkey-add     --url PASSKEY_PAGE_OR_INVITATION_URL [--name NAME]
+//   node browser.mjs passkey-login   --start URL [--email ADDRESS]
+//   node browser.mjs passkey-remove  --url PASSKEY_PAGE
+//   node browser.mjs passkey-capture --url SIGN_IN_URL [--count N] [--email ADDRESS]
+// Passkey scenarios run with the DevTools virtual authenticator (CTAP2, internal transport,
+// resident keys, user verification on and passing). --authenticator FILE keeps its credentials
+// (private keys included: test-only) between runs: loaded before, saved after.
 // Common: [--state FILE] (alias --cookie-jar: Playwright storageState, loaded if the file exists,
 // saved after a successful scenario), [--timeout MS] (per step, default 15000),
 // [--cookie-values] (include cookie values in the output). See README.md.
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -33,6 +40,8 @@ try {
       'screenshot-final': { type: 'string' }, screenshot: { type: 'string' }, out: { type: 'string' },
       state: { type: 'string' }, 'cookie-jar': { type: 'string' }, timeout: { type: 'string', default: '15000' },
       'cookie-values': { type: 'boolean' },
+      authenticator: { type: 'string' }, name: { type: 'string' }, email: { type: 'string' },
+      count: { type: 'string', default: '1' },
     },
   });
 } catch (err) {
@@ -144,8 +153,101 @@ async function visible(locator) {
   return (await locator.count()) > 0 && locator.isVisible();
 }
 
+// ---- the virtual authenticator ---------------------------------------------------------------
+let authenticator = null; // { cdp, authenticatorId }
+
+async function addAuthenticator(context, page) {
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('WebAuthn.enable');
+  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: {
+      protocol: 'ctap2', transport: 'internal', hasResidentKey: true,
+      hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true,
+    },
+  });
+  const file = opts.authenticator;
+  if (file && existsSync(file)) {
+    for (const credential of JSON.parse(readFileSync(file, 'utf8'))) {
+      await cdp.send('WebAuthn.addCredential', { authenticatorId, credential });
+    }
+  }
+  authenticator = { cdp, authenticatorId };
+}
+
+async function saveAuthenticator() {
+  if (!authenticator || !opts.authenticator) return;
+  const { cdp, authenticatorId } = authenticator;
+  const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
+  mkdirSync(dirname(opts.authenticator), { recursive: true });
+  writeFileSync(opts.authenticator, JSON.stringify(credentials));
+}
+
+async function credentialCount() {
+  if (!authenticator) return 0;
+  const { cdp, authenticatorId } = authenticator;
+  return (await cdp.send('WebAuthn.getCredentials', { authenticatorId })).credentials.length;
+}
+
+// Clicks a passkey form's button; the script then either navigates on (outcome "navigated")
+// or shows a readable error on the page (outcome "error", with its text).
+async function submitPasskeyForm(page, button) {
+  const box = page.locator('[data-passkey-error]').first();
+  // Any new main-frame document counts (adding a passkey reloads the same page).
+  const navigated = page.waitForEvent('framenavigated', { predicate: (frame) => frame === page.mainFrame(), timeout: TIMEOUT });
+  await button.click();
+  const outcome = await Promise.race([
+    navigated.then(() => 'navigated'),
+    box.waitFor({ state: 'visible', timeout: TIMEOUT }).then(() => 'error'),
+  ]);
+  await settle(page);
+  const passkeyError = outcome === 'error' ? (await box.innerText()).trim() : '';
+  if (passkeyError) log('passkey error shown:', passkeyError);
+  return { outcome, passkeyError };
+}
+
 // ---- scenarios -------------------------------------------------------------------------------
 const scenarios = {
+  async 'passkey-add'(page) {
+    await goto(page, opts.url);
+    const form = page.locator('form[data-passkey-register]');
+    if (!(await form.count())) throw new Error('no passkey registration form on the page');
+    if (opts.name) await form.locator('input[name="name"]').fill(opts.name);
+    const result = await submitPasskeyForm(page, form.locator('button[type="submit"]'));
+    return { ...result, authenticatorCredentials: await credentialCount() };
+  },
+
+  async 'passkey-login'(page) {
+    await goto(page, opts.start);
+    const form = page.locator('form[data-passkey-login]');
+    if (!(await form.count())) throw new Error('no passkey button on the sign-in page');
+    if (opts.email) await form.locator('input[name="email"]').fill(opts.email);
+    return submitPasskeyForm(page, form.getByRole('button', { name: /passkey/i }));
+  },
+
+  async 'passkey-remove'(page) {
+    await goto(page, opts.url);
+    const remove = page.getByRole('button', { name: /remove/i }).first();
+    if (!(await remove.count())) throw new Error('no passkey to remove on the page');
+    await remove.click();
+    await settle(page);
+    return {};
+  },
+
+  // Assertions made by the real authenticator but never submitted, each with the ceremony
+  // cookie that goes with it: the Rust tests replay and tamper with them.
+  async 'passkey-capture'(page) {
+    await goto(page, opts.url);
+    const captured = [];
+    for (let i = 0; i < Number(opts.count); i += 1) {
+      const credential = await page.evaluate((email) => window.vouchrsPasskey.assertion(email), opts.email ?? '');
+      const cookie = (await page.context().cookies()).find((c) => c.name.endsWith('_pklogin'));
+      if (!cookie) throw new Error('no passkey ceremony cookie was set');
+      captured.push({ cookie: { name: cookie.name, value: cookie.value }, credential });
+    }
+    return { captured };
+  },
+
+
   async login(page) {
     // The proxy; any other origin is the provider. --home names it when --start is elsewhere
     // (a test that starts at the provider's authorization URL).
@@ -230,7 +332,10 @@ const scenarios = {
 };
 
 // ---- run -------------------------------------------------------------------------------------
-const REQUIRED = { login: ['start', 'user'], visit: ['url'], logout: ['url'], screenshot: ['url', 'out'] };
+const REQUIRED = {
+  login: ['start', 'user'], visit: ['url'], logout: ['url'], screenshot: ['url', 'out'],
+  'passkey-add': ['url'], 'passkey-login': ['start'], 'passkey-remove': ['url'], 'passkey-capture': ['url'],
+};
 if (!REQUIRED[scenarioName]) usage(`first argument must be one of ${Object.keys(REQUIRED).join(', ')}`);
 for (const name of REQUIRED[scenarioName]) if (!opts[name]) usage(`${scenarioName} needs --${name}`);
 if (!(TIMEOUT > 0)) usage('--timeout must be a positive number of milliseconds');
@@ -270,7 +375,9 @@ try {
   context.setDefaultNavigationTimeout(TIMEOUT);
   page = await context.newPage();
   instrument(page);
+  if (scenarioName.startsWith('passkey-') || opts.authenticator) await addAuthenticator(context, page);
   const extra = await scenarios[scenarioName](page);
+  await saveAuthenticator();
   if (stateFile) {
     mkdirSync(dirname(stateFile), { recursive: true });
     await context.storageState({ path: stateFile });

@@ -1,0 +1,670 @@
+//! Passkeys end to end: the real binary, the real OpenID provider (`oidc-provider`) and a
+//! real headless Chromium whose DevTools virtual authenticator (CTAP2, internal transport,
+//! resident keys, user verification on) holds the passkeys. Nothing is mocked.
+//!
+//! The negative cases use assertions the browser's authenticator really made (scenario
+//! `passkey-capture`: made, never submitted, each with its own ceremony cookie), which this
+//! test then replays or alters byte by byte before sending them over HTTP.
+
+mod common;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+
+use common::oidc::{OidcProvider, run_browser};
+use common::upstream::TestUpstream;
+use common::{Extra, Proxy, Reply, TestClient, client, free_port};
+
+const SECRET: &str = "client-secret-for-tests";
+
+fn provider(port: u16) -> OidcProvider {
+    let base = format!("http://localhost:{port}");
+    OidcProvider::start(json!({
+        "clients": [{
+            "client_id": "vouchrs",
+            "client_secret": SECRET,
+            "redirect_uris": [format!("{base}/auth/oauth2/callback")],
+            "post_logout_redirect_uris": [format!("{base}/auth/signed_out")],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "client_secret_basic",
+        }],
+        "accounts": {
+            "alice": {"sub": "u-alice", "email": "alice@example.com", "email_verified": true, "name": "Alice", "groups": ["staff", "admins"]},
+        },
+    }))
+}
+
+/// A proxy on `port` with one OIDC provider (when given), passkeys on, and an allow-list of
+/// example.com.
+fn proxy(upstream: &TestUpstream, port: u16, issuer: Option<&str>) -> Proxy {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let secret_file = dir.join("client-secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let oidc = issuer.map_or(String::new(), |issuer| {
+        format!(
+            "[[oidc.providers]]\nname = \"test\"\ndisplay_name = \"Test test\"\nissuer = \"{issuer}\"\nclient_id = \"vouchrs\"\n\
+             client_secret_file = \"{}\"\nscopes = [\"openid\", \"email\", \"profile\", \"groups\"]\n",
+            secret_file.display()
+        )
+    });
+    let tail = format!(
+        "{oidc}[access]\nallowed_domains = [\"example.com\"]\n\
+         [passkeys]\nenabled = true\nrp_name = \"Vouchrs tests\"\nstore_file = \"{}\"\n",
+        dir.join("passkeys.json").display()
+    );
+    let server = Box::leak(format!("public_url = \"http://localhost:{port}\"").into_boxed_str());
+    Proxy::start(
+        &upstream.url(),
+        Extra {
+            server,
+            tail,
+            listen_port: Some(port),
+            ..Extra::default()
+        },
+    )
+}
+
+fn upstream_saw(out: &Value, header: &str) -> Vec<String> {
+    let body = out["bodyText"].as_str().unwrap();
+    let echo: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {out}"));
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p[0] == header)
+        .map(|p| p[1].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn post(
+    client: &TestClient,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let mut builder = Request::builder().method(Method::POST).uri(url);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let response = client
+        .request(builder.body(Full::new(body.into())).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+/// Runs a scenario and insists it succeeded.
+async fn browser(proxy: &Proxy, args: &[&str]) -> Value {
+    let (ok, out) = run_browser(args).await;
+    assert!(ok, "{args:?}: {out}\n--- proxy log ---\n{}", proxy.log());
+    out
+}
+
+/// Edits one base64url field of a captured credential's response.
+fn alter(credential: &Value, field: &str, edit: impl FnOnce(&mut Vec<u8>)) -> Value {
+    let mut credential = credential.clone();
+    let mut bytes = URL_SAFE_NO_PAD
+        .decode(credential["response"][field].as_str().unwrap())
+        .unwrap();
+    edit(&mut bytes);
+    credential["response"][field] = json!(URL_SAFE_NO_PAD.encode(bytes));
+    credential
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc_user_adds_a_passkey_signs_in_with_it_alone_and_loses_it_on_removal() {
+    let upstream = TestUpstream::start().await;
+    let port = free_port();
+    let idp = provider(port);
+    let proxy = proxy(&upstream, port, Some(&idp.issuer));
+    let dir = tempfile::tempdir().unwrap();
+    let jar = dir.path().join("browser.json");
+    let jar = jar.to_str().unwrap();
+    let authn = dir.path().join("authenticator.json");
+    let authn = authn.to_str().unwrap();
+    let base = format!("http://localhost:{port}");
+    let http = client();
+
+    // 1. OIDC login with the real provider.
+    let out = browser(
+        &proxy,
+        &[
+            "login",
+            "--start",
+            &format!("{base}/app/first"),
+            "--user",
+            "alice",
+            "--provider-button",
+            "Test test",
+            "--state",
+            jar,
+        ],
+    )
+    .await;
+    assert_eq!(upstream_saw(&out, "x-auth-request-user"), ["u-alice"]);
+
+    // 2. Add a passkey on the passkeys page; the page then lists it.
+    let passkey_page = format!("{base}/auth/passkey");
+    let out = browser(
+        &proxy,
+        &[
+            "passkey-add",
+            "--url",
+            &passkey_page,
+            "--name",
+            "Work laptop",
+            "--state",
+            jar,
+            "--authenticator",
+            authn,
+        ],
+    )
+    .await;
+    assert_eq!(out["outcome"], "navigated", "{out}");
+    assert_eq!(
+        out["authenticatorCredentials"], 1,
+        "a resident key was made"
+    );
+    let listed = out["bodyText"].as_str().unwrap();
+    assert!(
+        listed.contains("Work laptop") && listed.contains("never"),
+        "{listed}"
+    );
+    assert!(
+        out["consoleErrors"].as_array().unwrap().is_empty(),
+        "CSP or script errors: {out}"
+    );
+
+    // 3. Sign out everywhere (our cookie and the provider's session).
+    let out = browser(
+        &proxy,
+        &[
+            "logout",
+            "--url",
+            &format!("{base}/auth/oauth2/sign_out"),
+            "--state",
+            jar,
+        ],
+    )
+    .await;
+    assert_eq!(out["finalUrl"], format!("{base}/auth/signed_out"));
+
+    // 4. Sign in with the passkey alone (discoverable: no name typed) and reach the upstream.
+    let target = format!("{base}/app/after?x=1");
+    let out = browser(
+        &proxy,
+        &[
+            "passkey-login",
+            "--start",
+            &target,
+            "--state",
+            jar,
+            "--authenticator",
+            authn,
+        ],
+    )
+    .await;
+    assert_eq!(out["outcome"], "navigated", "{out}");
+    assert_eq!(out["finalUrl"], target);
+    assert_eq!(upstream_saw(&out, "x-auth-request-user"), ["u-alice"]);
+    assert_eq!(
+        upstream_saw(&out, "x-auth-request-email"),
+        ["alice@example.com"]
+    );
+    assert_eq!(
+        upstream_saw(&out, "x-auth-request-groups"),
+        ["staff,admins"]
+    );
+    assert!(
+        upstream_saw(&out, "cookie")
+            .iter()
+            .all(|c| !c.contains("vouchrs_session")),
+        "our cookies never reach the upstream"
+    );
+    let out = browser(
+        &proxy,
+        &[
+            "visit",
+            "--url",
+            &format!("{base}/auth/userinfo"),
+            "--state",
+            jar,
+        ],
+    )
+    .await;
+    let info: Value = serde_json::from_str(out["bodyText"].as_str().unwrap()).unwrap();
+    assert!(
+        info["method"].as_str().unwrap().starts_with("passkey:"),
+        "{info}"
+    );
+
+    // 4b. With an email hint the ceremony is allow-listed; it signs in too.
+    let fresh = dir.path().join("fresh.json");
+    let out = browser(
+        &proxy,
+        &[
+            "passkey-login",
+            "--start",
+            &target,
+            "--email",
+            "alice@example.com",
+            "--state",
+            fresh.to_str().unwrap(),
+            "--authenticator",
+            authn,
+        ],
+    )
+    .await;
+    assert_eq!(out["outcome"], "navigated", "{out}");
+    assert_eq!(upstream_saw(&out, "x-auth-request-user"), ["u-alice"]);
+
+    // 5. Negative cases on real assertions (see the module doc).
+    let out = browser(
+        &proxy,
+        &[
+            "passkey-capture",
+            "--url",
+            &format!("{base}/auth/sign_in"),
+            "--count",
+            "7",
+            "--authenticator",
+            authn,
+        ],
+    )
+    .await;
+    let captured = out["captured"].as_array().unwrap().clone();
+    assert_eq!(captured.len(), 7);
+    let finish = format!("{base}/auth/passkey/login/finish");
+    let send = |i: usize, credential: Value| {
+        let cookie = &captured[i]["cookie"];
+        let cookie = format!(
+            "{}={}",
+            cookie["name"].as_str().unwrap(),
+            cookie["value"].as_str().unwrap()
+        );
+        let http = http.clone();
+        let finish = finish.clone();
+        let host = format!("localhost:{port}");
+        async move {
+            post(
+                &http,
+                &finish,
+                &[
+                    ("cookie", &cookie),
+                    ("content-type", "application/json"),
+                    ("host", &host),
+                ],
+                credential.to_string(),
+            )
+            .await
+        }
+    };
+    let refused = |reply: &Reply, code: &str| {
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{:?}", reply.body);
+        assert_eq!(reply.json()["error"], code, "{:?}", reply.body);
+        assert!(reply.headers.get_all("set-cookie").iter().all(|c| {
+            !c.to_str().unwrap().starts_with("__Host-vouchrs_session=")
+                || c.to_str().unwrap().starts_with("__Host-vouchrs_session=;")
+        }));
+    };
+    let credential = |i: usize| captured[i]["credential"].clone();
+
+    // Tampered clientDataJSON: one byte of the challenge changed.
+    let tampered = alter(&credential(0), "clientDataJSON", |bytes| {
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let at = text.find("\"challenge\":\"").unwrap() + 13;
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    });
+    refused(&send(0, tampered).await, "verification_failed");
+    // Another origin in clientDataJSON (what a phishing site's page would produce).
+    let other_origin = alter(&credential(1), "clientDataJSON", |bytes| {
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        *bytes = text
+            .replace(&format!("http://localhost:{port}"), "https://evil.example")
+            .into_bytes();
+    });
+    refused(&send(1, other_origin).await, "verification_failed");
+    // Another rp id: the first byte of authenticatorData's rpIdHash changed.
+    let other_rp = alter(&credential(2), "authenticatorData", |bytes| {
+        bytes[0] ^= 0x01
+    });
+    refused(&send(2, other_rp).await, "verification_failed");
+    // Tampered authenticator data: the signature counter (bytes 33..37) raised.
+    let bumped = alter(&credential(3), "authenticatorData", |bytes| {
+        bytes[36] ^= 0x40
+    });
+    refused(&send(3, bumped).await, "verification_failed");
+    // The control: an untouched capture signs in, so the refusals above were the edits'.
+    let ok = send(5, credential(5)).await;
+    assert_eq!(ok.status, StatusCode::OK, "{:?}\n{}", ok.body, proxy.log());
+    assert!(
+        ok.headers.get_all("set-cookie").iter().any(|c| {
+            c.to_str().unwrap().starts_with("__Host-vouchrs_session=") && c.len() > 60
+        })
+    );
+    // Replayed: the same assertion with the same ceremony cookie again.
+    refused(&send(5, credential(5)).await, "replayed");
+    // Replayed under a new ceremony (a ceremony cookie another browser or tab started):
+    // its challenge differs, so the signature does not cover it.
+    refused(&send(6, credential(5)).await, "verification_failed");
+    // A genuine, untouched assertion made before the control one: its signature counter is
+    // behind the stored one, as a cloned authenticator's would be.
+    refused(&send(4, credential(4)).await, "counter_regressed");
+
+    // Cross-site POSTs are refused before anything else.
+    let cross = post(
+        &http,
+        &format!("{base}/auth/passkey/login/start"),
+        &[
+            ("origin", "https://evil.example"),
+            ("content-type", "application/json"),
+            ("host", &format!("localhost:{port}")),
+        ],
+        "{}",
+    )
+    .await;
+    assert_eq!(cross.status, StatusCode::FORBIDDEN);
+
+    // 6. Remove the passkey while signed in with it: that very session ends at once.
+    let out = browser(
+        &proxy,
+        &["passkey-remove", "--url", &passkey_page, "--state", jar],
+    )
+    .await;
+    assert!(
+        out["finalUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{base}/auth/sign_in")),
+        "{out}"
+    );
+    let out = browser(
+        &proxy,
+        &[
+            "visit",
+            "--url",
+            &target,
+            "--state",
+            fresh.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        out["finalUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{base}/auth/sign_in")),
+        "other sessions of it too: {out}"
+    );
+    assert!(
+        !out["cookies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "__Host-vouchrs_session"),
+        "the dead session cookie is cleared: {out}"
+    );
+
+    // 7. The authenticator still holds the key, but the next passkey login is refused.
+    let out = browser(
+        &proxy,
+        &[
+            "passkey-login",
+            "--start",
+            &target,
+            "--state",
+            jar,
+            "--authenticator",
+            authn,
+        ],
+    )
+    .await;
+    assert_eq!(out["outcome"], "error", "{out}");
+    assert!(
+        out["passkeyError"]
+            .as_str()
+            .unwrap()
+            .contains("not registered"),
+        "{out}"
+    );
+
+    let metrics = proxy.metrics();
+    for line in [
+        "vouchrs_passkey_registrations_total{outcome=\"success\"} 1",
+        "vouchrs_logins_total{provider=\"passkey\",outcome=\"success\"} 3",
+        "vouchrs_logins_total{provider=\"passkey\",outcome=\"replayed\"} 1",
+        "vouchrs_logins_total{provider=\"passkey\",outcome=\"verification_failed\"} 5",
+        "vouchrs_logins_total{provider=\"passkey\",outcome=\"unknown_credential\"} 1",
+        "vouchrs_logins_total{provider=\"passkey\",outcome=\"counter_regressed\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invitation_registers_one_passkey_once() {
+    let upstream = TestUpstream::start().await;
+    let port = free_port();
+    let proxy = proxy(&upstream, port, None);
+    let dir = tempfile::tempdir().unwrap();
+    let jar = dir.path().join("browser.json");
+    let jar = jar.to_str().unwrap();
+    let authn = dir.path().join("authenticator.json");
+    let authn = authn.to_str().unwrap();
+    let base = format!("http://localhost:{port}");
+    let http = client();
+    let host = format!("localhost:{port}");
+
+    // Nobody registers anonymously: no session, no invitation.
+    let start = format!("{base}/auth/passkey/register/start");
+    let anonymous = post(
+        &http,
+        &start,
+        &[("content-type", "application/json"), ("host", &host)],
+        "{}",
+    )
+    .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(anonymous.json()["error"], "not_allowed");
+    // Forged and expired invitations are refused.
+    let forged = post(
+        &http,
+        &start,
+        &[("content-type", "application/json"), ("host", &host)],
+        r#"{"invitation":"AQJrMQ"}"#,
+    )
+    .await;
+    assert_eq!(forged.json()["error"], "invitation_invalid");
+    let (_, expired) = vouchrs_proxy::passkey::invite::Invitation::create(
+        &proxy.sealer(),
+        "late@example.com",
+        60,
+        common::now() - 61,
+    );
+    let expired = post(
+        &http,
+        &start,
+        &[("content-type", "application/json"), ("host", &host)],
+        json!({"invitation": expired}).to_string(),
+    )
+    .await;
+    assert_eq!(expired.status, StatusCode::FORBIDDEN);
+    assert_eq!(expired.json()["error"], "invitation_expired");
+
+    // `vouchrs-proxy invite` prints the link.
+    let output = std::process::Command::new(common::binary())
+        .args([
+            "--config",
+            proxy.dir.path().join("proxy.toml").to_str().unwrap(),
+        ])
+        .args(["invite", "--email", "bob@example.com", "--ttl", "24h"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let link = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(
+        link.starts_with(&format!("{base}/auth/passkey/invite?token=")),
+        "{link}"
+    );
+
+    // The invitation page registers a passkey, then sends the user to sign in.
+    let out = browser(
+        &proxy,
+        &[
+            "passkey-add",
+            "--url",
+            &link,
+            "--state",
+            jar,
+            "--authenticator",
+            authn,
+        ],
+    )
+    .await;
+    assert_eq!(out["outcome"], "navigated", "{out}");
+    assert!(
+        out["finalUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{base}/auth/sign_in")),
+        "{out}"
+    );
+
+    // Used once: the link is dead now.
+    let out = browser(&proxy, &["visit", "--url", &link]).await;
+    assert_eq!(out["status"], 403);
+    assert!(
+        out["bodyText"].as_str().unwrap().contains("already used"),
+        "{out}"
+    );
+
+    // Sign in with the passkey alone; the upstream sees the invited identity.
+    let target = format!("{base}/app/bob");
+    let out = browser(
+        &proxy,
+        &[
+            "passkey-login",
+            "--start",
+            &target,
+            "--state",
+            jar,
+            "--authenticator",
+            authn,
+        ],
+    )
+    .await;
+    assert_eq!(out["outcome"], "navigated", "{out}");
+    assert_eq!(out["finalUrl"], target);
+    assert_eq!(
+        upstream_saw(&out, "x-auth-request-user"),
+        ["bob@example.com"]
+    );
+    assert_eq!(
+        upstream_saw(&out, "x-auth-request-email"),
+        ["bob@example.com"]
+    );
+
+    // Remove it: this session ends, and the next passkey login is refused.
+    let out = browser(
+        &proxy,
+        &[
+            "passkey-remove",
+            "--url",
+            &format!("{base}/auth/passkey"),
+            "--state",
+            jar,
+        ],
+    )
+    .await;
+    assert!(
+        out["finalUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{base}/auth/sign_in")),
+        "{out}"
+    );
+    let out = browser(
+        &proxy,
+        &[
+            "passkey-login",
+            "--start",
+            &target,
+            "--state",
+            jar,
+            "--authenticator",
+            authn,
+        ],
+    )
+    .await;
+    assert_eq!(out["outcome"], "error", "{out}");
+    assert!(
+        out["passkeyError"]
+            .as_str()
+            .unwrap()
+            .contains("not registered"),
+        "{out}"
+    );
+
+    // Users outside the access rules may hold an invitation but never get in with it.
+    let output = std::process::Command::new(common::binary())
+        .args([
+            "--config",
+            proxy.dir.path().join("proxy.toml").to_str().unwrap(),
+        ])
+        .args(["invite", "--email", "eve@evil.example", "--ttl", "1h"])
+        .output()
+        .unwrap();
+    let link = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let eve = dir.path().join("eve.json");
+    let eve_authn = dir.path().join("eve-authenticator.json");
+    let (eve, eve_authn) = (eve.to_str().unwrap(), eve_authn.to_str().unwrap());
+    let out = browser(
+        &proxy,
+        &[
+            "passkey-add",
+            "--url",
+            &link,
+            "--state",
+            eve,
+            "--authenticator",
+            eve_authn,
+        ],
+    )
+    .await;
+    assert_eq!(out["outcome"], "navigated", "{out}");
+    let out = browser(
+        &proxy,
+        &[
+            "passkey-login",
+            "--start",
+            &target,
+            "--state",
+            eve,
+            "--authenticator",
+            eve_authn,
+        ],
+    )
+    .await;
+    assert_eq!(out["outcome"], "error", "{out}");
+    assert!(
+        out["passkeyError"]
+            .as_str()
+            .unwrap()
+            .contains("not allowed"),
+        "{out}"
+    );
+}
