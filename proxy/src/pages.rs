@@ -353,14 +353,7 @@ mod tests {
         assert!(text.contains("data-rd=\"/x\""));
         assert_eq!(text.matches("<script").count(), 1, "no inline script");
 
-        let passkey: webauthn_rs::prelude::Passkey = serde_json::from_value(serde_json::json!({"cred": {
-            "cred_id": "AAEC", "cred": {"type_": "ES256", "key": {"EC_EC2": {"curve": "SECP256R1",
-            "x": vec![1u8; 32], "y": vec![2u8; 32]}}}, "counter": 0, "transports": null, "user_verified": true,
-            "backup_eligible": false, "backup_state": false, "registration_policy": "required",
-            "extensions": {"cred_protect": "NotRequested", "hmac_create_secret": "NotRequested",
-            "appid": "NotRequested", "cred_props": "Ignored"}, "attestation": {"data": "None",
-            "metadata": "None"}, "attestation_format": "none"}}))
-        .unwrap();
+        let passkey = crate::passkey::store::fixture_passkey();
         let stored = crate::passkey::store::StoredCredential {
             id: "AAEC".into(),
             user: "u".into(),

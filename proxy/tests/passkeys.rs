@@ -111,6 +111,17 @@ async fn browser(proxy: &Proxy, args: &[&str]) -> Value {
 }
 
 /// Edits one base64url field of a captured credential's response.
+/// Signs in with the passkey of `authenticator` (a virtual authenticator's state file),
+/// starting at `target`, in the browser profile `state`.
+async fn passkey_login(proxy: &Proxy, target: &str, state: &str, authenticator: &str) -> Value {
+    let args = ["passkey-login", "--start", target, "--state", state];
+    browser(
+        proxy,
+        &[&args[..], &["--authenticator", authenticator]].concat(),
+    )
+    .await
+}
+
 fn alter(credential: &Value, field: &str, edit: impl FnOnce(&mut Vec<u8>)) -> Value {
     let mut credential = credential.clone();
     let mut bytes = URL_SAFE_NO_PAD
@@ -201,19 +212,7 @@ async fn oidc_user_adds_a_passkey_signs_in_with_it_alone_and_loses_it_on_removal
 
     // 4. Sign in with the passkey alone (discoverable: no name typed) and reach the upstream.
     let target = format!("{base}/app/after?x=1");
-    let out = browser(
-        &proxy,
-        &[
-            "passkey-login",
-            "--start",
-            &target,
-            "--state",
-            jar,
-            "--authenticator",
-            authn,
-        ],
-    )
-    .await;
+    let out = passkey_login(&proxy, &target, jar, authn).await;
     assert_eq!(out["outcome"], "navigated", "{out}");
     assert_eq!(out["finalUrl"], target);
     assert_eq!(upstream_saw(&out, "x-auth-request-user"), ["u-alice"]);
@@ -416,19 +415,7 @@ async fn oidc_user_adds_a_passkey_signs_in_with_it_alone_and_loses_it_on_removal
     );
 
     // 7. The authenticator still holds the key, but the next passkey login is refused.
-    let out = browser(
-        &proxy,
-        &[
-            "passkey-login",
-            "--start",
-            &target,
-            "--state",
-            jar,
-            "--authenticator",
-            authn,
-        ],
-    )
-    .await;
+    let out = passkey_login(&proxy, &target, jar, authn).await;
     assert_eq!(out["outcome"], "error", "{out}");
     assert!(
         out["passkeyError"]
@@ -554,19 +541,7 @@ async fn an_invitation_registers_one_passkey_once() {
 
     // Sign in with the passkey alone; the upstream sees the invited identity.
     let target = format!("{base}/app/bob");
-    let out = browser(
-        &proxy,
-        &[
-            "passkey-login",
-            "--start",
-            &target,
-            "--state",
-            jar,
-            "--authenticator",
-            authn,
-        ],
-    )
-    .await;
+    let out = passkey_login(&proxy, &target, jar, authn).await;
     assert_eq!(out["outcome"], "navigated", "{out}");
     assert_eq!(out["finalUrl"], target);
     assert_eq!(
@@ -597,19 +572,7 @@ async fn an_invitation_registers_one_passkey_once() {
             .starts_with(&format!("{base}/auth/sign_in")),
         "{out}"
     );
-    let out = browser(
-        &proxy,
-        &[
-            "passkey-login",
-            "--start",
-            &target,
-            "--state",
-            jar,
-            "--authenticator",
-            authn,
-        ],
-    )
-    .await;
+    let out = passkey_login(&proxy, &target, jar, authn).await;
     assert_eq!(out["outcome"], "error", "{out}");
     assert!(
         out["passkeyError"]
@@ -646,19 +609,7 @@ async fn an_invitation_registers_one_passkey_once() {
     )
     .await;
     assert_eq!(out["outcome"], "navigated", "{out}");
-    let out = browser(
-        &proxy,
-        &[
-            "passkey-login",
-            "--start",
-            &target,
-            "--state",
-            eve,
-            "--authenticator",
-            eve_authn,
-        ],
-    )
-    .await;
+    let out = passkey_login(&proxy, &target, eve, eve_authn).await;
     assert_eq!(out["outcome"], "error", "{out}");
     assert!(
         out["passkeyError"]

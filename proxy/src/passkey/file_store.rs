@@ -172,18 +172,6 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    /// A passkey as webauthn-rs serializes one (an ES256 key; the bytes need not verify here).
-    fn passkey() -> webauthn_rs::prelude::Passkey {
-        serde_json::from_value(serde_json::json!({"cred": {
-            "cred_id": "AAEC", "cred": {"type_": "ES256", "key": {"EC_EC2": {"curve": "SECP256R1",
-            "x": vec![1u8; 32], "y": vec![2u8; 32]}}}, "counter": 0, "transports": null, "user_verified": true,
-            "backup_eligible": false, "backup_state": false, "registration_policy": "required",
-            "extensions": {"cred_protect": "NotRequested", "hmac_create_secret": "NotRequested",
-            "appid": "NotRequested", "cred_props": "Ignored"}, "attestation": {"data": "None",
-            "metadata": "None"}, "attestation_format": "none"}}))
-        .unwrap()
-    }
-
     fn credential(id: &str, user: &str, invitation: Option<&str>) -> StoredCredential {
         StoredCredential {
             id: id.into(),
@@ -195,7 +183,7 @@ mod tests {
             created: 1,
             last_used: None,
             invitation: invitation.map(str::to_owned),
-            passkey: passkey(),
+            passkey: crate::passkey::store::fixture_passkey(),
         }
     }
 
