@@ -16,6 +16,11 @@ const SECRET: &str = "client-secret-for-tests";
 
 /// A provider with a refresh-token client, a form_post client, and accounts for each case.
 fn provider(port: u16) -> OidcProvider {
+    OidcProvider::start(provider_config(port))
+}
+
+/// The config of [`provider`], for a proxy on `port`.
+fn provider_config(port: u16) -> Value {
     let base = format!("http://localhost:{port}");
     let client = |id: &str| {
         json!({
@@ -28,7 +33,7 @@ fn provider(port: u16) -> OidcProvider {
             "token_endpoint_auth_method": "client_secret_basic",
         })
     };
-    OidcProvider::start(json!({
+    json!({
         "clients": [client("vouchrs"), client("vouchrs-form-post")],
         "accounts": {
             "alice": {"sub": "u-alice", "email": "alice@example.com", "email_verified": true, "name": "Alice", "groups": ["staff", "admins"]},
@@ -37,7 +42,7 @@ fn provider(port: u16) -> OidcProvider {
         },
         "ttl": {"AccessToken": 40},
         "rotateRefreshToken": true,
-    }))
+    })
 }
 
 /// A proxy on `port` with both clients configured and an allow-list of example.com.
@@ -442,4 +447,65 @@ async fn an_expired_login_cookie_is_refused_and_unknown_providers_are_listed_bac
             .metrics()
             .contains("vouchrs_logins_total{provider=\"unknown\",outcome=\"unknown_provider\"} 1")
     );
+}
+
+/// The provider goes down: signed-in users keep working, a new sign-in gets the sign-in page
+/// with a readable error (502), and sign-in works again once the provider is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_outage_keeps_sessions_and_shows_an_error_at_sign_in() {
+    let upstream = TestUpstream::start().await;
+    let port = free_port();
+    let idp = provider(port);
+    let idp_port: u16 = idp.issuer.rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = proxy(&upstream, port, &idp.issuer, "");
+    let c = client();
+    let session = proxy.cookie_for("alice");
+    let html = ("accept", "text/html");
+
+    // Nothing has asked the provider for its metadata yet; now it is gone.
+    drop(idp);
+    let r = get(&c, &proxy.url("/app"), &[("cookie", &session)]).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "an existing session keeps working"
+    );
+    assert_eq!(r.upstream_saw("x-auth-request-user"), ["alice"]);
+
+    let r = get(
+        &c,
+        &proxy.url("/auth/sign_in?provider=test&rd=/app"),
+        &[html],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", proxy.log());
+    let page = String::from_utf8_lossy(&r.body);
+    assert!(
+        page.contains("cannot be reached right now"),
+        "a readable error on the sign-in page: {page}"
+    );
+    assert!(
+        !r.headers.contains_key("location"),
+        "no redirect into the outage"
+    );
+    assert!(
+        proxy.log().contains("provider_unavailable"),
+        "{}",
+        proxy.log()
+    );
+
+    // The provider comes back on the same address: sign-in goes through to it again.
+    let _idp = OidcProvider::start_on(provider_config(port), idp_port);
+    let r = get(&c, &proxy.url("/auth/sign_in?provider=test&rd=/app"), &[]).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", proxy.log());
+    assert!(
+        r.headers["location"]
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("http://localhost:{idp_port}/auth?")),
+        "{:?}",
+        r.headers["location"]
+    );
+    let r = get(&c, &proxy.url("/app"), &[("cookie", &session)]).await;
+    assert_eq!(r.status, StatusCode::OK);
 }

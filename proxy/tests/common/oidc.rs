@@ -35,6 +35,11 @@ pub struct OidcProvider {
 impl OidcProvider {
     /// Starts `provider.mjs` with `config` (clients, accounts, ttl, rotateRefreshToken).
     pub fn start(config: serde_json::Value) -> Self {
+        Self::start_on(config, 0)
+    }
+
+    /// [`OidcProvider::start`] on `port` (0: a free one), e.g. to bring a stopped one back.
+    pub fn start_on(config: serde_json::Value, port: u16) -> Self {
         require_harness();
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("provider.json");
@@ -44,7 +49,7 @@ impl OidcProvider {
             .arg(harness_dir().join("provider.mjs"))
             .arg("--config")
             .arg(&config_path)
-            .args(["--port", "0"])
+            .args(["--port", &port.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
