@@ -488,10 +488,12 @@ async fn a_provider_outage_keeps_sessions_and_shows_an_error_at_sign_in() {
         !r.headers.contains_key("location"),
         "no redirect into the outage"
     );
+    // Counted under its reason (the log line is written asynchronously; the counter is not).
+    let metrics = proxy.metrics();
     assert!(
-        proxy.log().contains("provider_unavailable"),
-        "{}",
-        proxy.log()
+        metrics
+            .contains("vouchrs_logins_total{provider=\"test\",outcome=\"provider_unavailable\"} 1"),
+        "{metrics}"
     );
 
     // The provider comes back on the same address: sign-in goes through to it again.
