@@ -75,31 +75,17 @@ async fn misbehaving_upstream(how: Misbehaviour) -> SocketAddr {
     addr
 }
 
-fn metric(proxy: &Proxy, name: &str) -> i64 {
-    proxy
-        .metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name}"))
-}
-
-fn open_fds(proxy: &Proxy) -> usize {
-    std::fs::read_dir(format!("/proc/{}/fd", proxy.child.id()))
-        .unwrap()
-        .count()
-}
-
 /// Waits (bounded) until no client connection is open and the descriptor count is back at
 /// `baseline` (pooled upstream connections to a dead upstream must be gone too).
 async fn settles(proxy: &Proxy, baseline: usize) -> (i64, usize) {
     for _ in 0..100 {
-        let state = (metric(proxy, "vouchrs_connections_open"), open_fds(proxy));
+        let state = (proxy.metric("vouchrs_connections_open"), proxy.open_fds());
         if state.0 == 0 && state.1 <= baseline {
             return state;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    (metric(proxy, "vouchrs_connections_open"), open_fds(proxy))
+    (proxy.metric("vouchrs_connections_open"), proxy.open_fds())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +108,7 @@ async fn broken_upstreams_get_the_right_status_and_leak_nothing() {
             "GET /ping HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let baseline = open_fds(&proxy);
+        let baseline = proxy.open_fds();
         let c = client();
         for _ in 0..30 {
             let request = http::Request::get(proxy.url("/big"))
@@ -181,7 +167,7 @@ async fn slow_and_dead_upstreams_leak_nothing() {
         "GET /ping HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let baseline = open_fds(&proxy);
+    let baseline = proxy.open_fds();
     let c = client();
     let mut tasks = Vec::new();
     for _ in 0..40 {
@@ -203,7 +189,7 @@ async fn slow_and_dead_upstreams_leak_nothing() {
         "slow upstream: {fds} descriptors, {baseline} before"
     );
     assert_eq!(
-        metric(&proxy, "vouchrs_upstream_failures_total{kind=\"timeout\"}"),
+        proxy.metric("vouchrs_upstream_failures_total{kind=\"timeout\"}"),
         40
     );
 
@@ -216,7 +202,7 @@ async fn slow_and_dead_upstreams_leak_nothing() {
         "GET /ping HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let baseline = open_fds(&proxy);
+    let baseline = proxy.open_fds();
     let c = client();
     for _ in 0..100 {
         let r = get(&c, &proxy.url("/"), &[("cookie", &cookie)]).await;

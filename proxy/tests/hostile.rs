@@ -947,20 +947,6 @@ async fn slowloris_connections_are_cut_off_while_others_are_served() {
     assert_eq!(targets.len(), served);
 }
 
-fn metric(proxy: &Proxy, name: &str) -> i64 {
-    proxy
-        .metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name}"))
-}
-
-fn open_fds(proxy: &Proxy) -> usize {
-    std::fs::read_dir(format!("/proc/{}/fd", proxy.child.id()))
-        .unwrap()
-        .count()
-}
-
 /// A connection flood past `server.max_connections`: the limit holds (never more open than
 /// allowed), the excess is refused at once, the proxy stays up and serves afterwards, and
 /// its descriptors return to where they were.
@@ -979,7 +965,7 @@ async fn a_connection_flood_is_held_at_the_limit() {
         format!("GET /app HTTP/1.1\r\nHost: a\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n");
     assert_eq!(send_raw(proxy.addr, &ping).unwrap().status, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let baseline = open_fds(&proxy);
+    let baseline = proxy.open_fds();
 
     let mut held = Vec::new();
     for i in 0..400 {
@@ -991,20 +977,20 @@ async fn a_connection_flood_is_held_at_the_limit() {
             held.push(s);
         }
         if i % 100 == 99 {
-            let open = metric(&proxy, "vouchrs_connections_open");
+            let open = proxy.metric("vouchrs_connections_open");
             assert!(open <= 16, "{open} connections open past a limit of 16");
         }
     }
     // Let the proxy accept what is still in its backlog.
     for _ in 0..50 {
-        if metric(&proxy, "vouchrs_connections_refused_total") >= 400 - 16 {
+        if proxy.metric("vouchrs_connections_refused_total") >= 400 - 16 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let refused = metric(&proxy, "vouchrs_connections_refused_total");
+    let refused = proxy.metric("vouchrs_connections_refused_total");
     assert!(refused >= 400 - 16, "{refused} refused");
-    assert!(metric(&proxy, "vouchrs_connections_open") <= 16);
+    assert!(proxy.metric("vouchrs_connections_open") <= 16);
     drop(held);
 
     // Served again once the flood is gone, and nothing leaked.
@@ -1018,17 +1004,17 @@ async fn a_connection_flood_is_held_at_the_limit() {
     }
     assert!(served, "the proxy never served again: {}", proxy.log());
     for _ in 0..100 {
-        if metric(&proxy, "vouchrs_connections_open") == 0 && open_fds(&proxy) <= baseline + 2 {
+        if proxy.metric("vouchrs_connections_open") == 0 && proxy.open_fds() <= baseline + 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(metric(&proxy, "vouchrs_connections_open"), 0);
+    assert_eq!(proxy.metric("vouchrs_connections_open"), 0);
     // 400 client connections came and went; at most the upstream pool may hold one or two
     // more idle connections than before.
     assert!(
-        open_fds(&proxy) <= baseline + 2,
+        proxy.open_fds() <= baseline + 2,
         "descriptors: {} now, {baseline} before",
-        open_fds(&proxy)
+        proxy.open_fds()
     );
 }

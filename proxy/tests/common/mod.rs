@@ -167,6 +167,21 @@ impl Proxy {
         .unwrap()
     }
 
+    /// The value of one series, named as `/metrics` prints it (labels included).
+    pub fn metric(&self, name: &str) -> i64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name}"))
+    }
+
+    /// Open file descriptors of the proxy process.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .count()
+    }
+
     /// Peak resident memory of the proxy process, in KiB (Linux `VmHWM`).
     pub fn peak_rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
