@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -15,6 +15,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::events::Recorder;
+use kube::runtime::utils::Backoff;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 use tokio::sync::watch;
@@ -116,6 +117,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
             owned.clone(),
         )
         .owns(Api::<PodDisruptionBudget>::all(client.clone()), owned)
+        .trigger_backoff(WatchBackoff::default())
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {
@@ -136,6 +138,45 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         Err(RunError::LostLease)
     } else {
         Ok(())
+    }
+}
+
+/// Back-off for the controller's watches: 0.5 s doubling to at most 5 s, reset by any event.
+///
+/// kube-runtime applies one back-off to all watches together, and its default (client-go's,
+/// up to 30 s, reset only after 120 s) paused every watch each time one of the six failed.
+/// After an API server restart they then came back one by one over about 80 s, and the
+/// gateways' status lagged behind their Deployments that long.
+#[derive(Debug, Clone, Copy)]
+struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(5);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    /// Never `None`: the controller keeps retrying for as long as it leads.
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next;
+        self.next = (delay * 2).min(Self::MAX);
+        Some(delay)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        *self = Self::default();
     }
 }
 
@@ -189,4 +230,21 @@ async fn signals(stop: watch::Sender<bool>) {
     }
     tracing::info!("shutting down");
     let _ = stop.send(true);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_backoff_doubles_up_to_five_seconds_and_resets() {
+        let mut backoff = WatchBackoff::default();
+        let delays: Vec<u64> = (&mut backoff)
+            .take(6)
+            .map(|d| d.as_millis() as u64)
+            .collect();
+        assert_eq!(delays, [500, 1000, 2000, 4000, 5000, 5000]);
+        backoff.reset();
+        assert_eq!(backoff.next(), Some(Duration::from_millis(500)));
+    }
 }
