@@ -8,6 +8,7 @@
 # Progress goes to stderr. Env: VOUCHRS_BIN_CACHE, VOUCHRS_BUILD_NICE (default 10),
 # VOUCHRS_BUILD_JOBS (go build -p, default 2: the machine has 2 shared cores).
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/cached-go-build.sh"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$here"
@@ -36,49 +37,12 @@ done
 # the link flags rebuilds, while comment edits to this script do not.
 stamp=$({ cat go.mod go.sum etcd/main.go; echo "$ldflags"; } | sha256sum | cut -c1-16)
 
-up_to_date() {
-	[[ -x $out/kube-apiserver && -x $out/kubectl && -x $out/etcd ]] &&
-		[[ $(cat "$out/.stamp" 2>/dev/null) == "$stamp" ]]
+build() {
+	echo "build.sh: building kube-apiserver, kubectl ($k8s_version) and etcd ($etcd_version) into $out" >&2
+	echo "build.sh: a cold build is ~10 CPU-minutes (12.5 min measured on 2 busy cores); later runs reuse the cache" >&2
+	# -mod=readonly: go.sum is committed, the build must not rewrite it.
+	GOFLAGS=-mod=readonly go_quietly go build -p "${VOUCHRS_BUILD_JOBS:-2}" -trimpath -ldflags="$ldflags" \
+		-o "$1/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl ./etcd >&2
 }
-
-if up_to_date; then
-	echo "$out"
-	exit 0
-fi
-
-mkdir -p "$cache_root"
-# Serialise concurrent callers (parallel test runners) on one lock per version.
-exec 9>"$cache_root/k8s-$k8s_version.lock"
-flock 9
-if up_to_date; then # another caller finished the build while we waited
-	echo "$out"
-	exit 0
-fi
-
-command -v go >/dev/null || { echo "build.sh: Go is required (https://go.dev/dl or apt-get install golang)" >&2; exit 1; }
-
-tmp="$cache_root/.k8s-$k8s_version.tmp.$$"
-rm -rf "$tmp"
-mkdir -p "$tmp"
-trap 'rm -rf "$tmp"' EXIT
-
-echo "build.sh: building kube-apiserver, kubectl ($k8s_version) and etcd ($etcd_version) into $out" >&2
-echo "build.sh: a cold build is ~10 CPU-minutes (12.5 min measured on 2 busy cores); later runs reuse the cache" >&2
-start=$(date +%s)
-# GOWORK=off: ignore any go.work above us. CGO_ENABLED=0: static binaries, as
-# upstream ships them, and no C toolchain needed. -mod=readonly: go.sum is committed,
-# the build must not rewrite it. GOMAXPROCS/-p: stay polite on a shared 2-core box.
-env GOWORK=off CGO_ENABLED=0 GOFLAGS=-mod=readonly GOMAXPROCS="${VOUCHRS_BUILD_JOBS:-2}" \
-	nice -n "${VOUCHRS_BUILD_NICE:-10}" \
-	go build -p "${VOUCHRS_BUILD_JOBS:-2}" -trimpath -ldflags="$ldflags" -o "$tmp/" \
-	k8s.io/kubernetes/cmd/kube-apiserver \
-	k8s.io/kubernetes/cmd/kubectl \
-	./etcd >&2
-
-mkdir -p "$out"
-for b in kube-apiserver kubectl etcd; do
-	mv -f "$tmp/$b" "$out/$b" # rename within one filesystem: readers never see half a file
-done
-echo "$stamp" >"$out/.stamp"
-echo "build.sh: built in $(($(date +%s) - start))s" >&2
+cached_go_build "$out" "$stamp" build kube-apiserver kubectl etcd
 echo "$out"
