@@ -329,6 +329,7 @@ async fn email_claim_tricks_never_pass_the_allow_lists() {
         }
     }
     assert_eq!(admitted, 5, "the legitimate cases are counted");
+    assert_eq!(cases.len(), 58, "cases counted for SECURITY.md");
     let ill_typed = cases.iter().filter(|c| c.ill_typed).count();
     let metrics = listed.metrics();
     for (outcome, count) in [
@@ -716,6 +717,59 @@ async fn another_site_cannot_sign_a_browser_out_or_in() {
             users,
             [&json!(["x-auth-request-user", "u-alice"])],
             "{page}"
+        );
+    }
+}
+
+/// Group and subject claims that do not fit an identity header as they are: a `,` inside a
+/// group name (an upstream that splits the list would read `staff,admins` as `admins`),
+/// control bytes (header injection), and non-ASCII names (legitimate: `Ärzte`, which must
+/// not make the session unusable). Whoever signs in is signed in; the upstream gets only
+/// groups that read back as themselves.
+#[tokio::test(flavor = "multi_thread")]
+async fn group_and_subject_claims_cannot_forge_header_items() {
+    let accounts = json!({
+        "g1": {"sub": "u-g1", "groups": ["staff,admins"]},
+        "g2": {"sub": "u-g2", "groups": ["staff", "admins, root", "ops"]},
+        "g3": {"sub": "u-g3", "groups": ["ops\r\nx-auth-request-user: admin", "ops"]},
+        "g4": {"sub": "u-g4", "groups": ["\u{c4}rzte", "staff"]},
+        "g5": {"sub": "u-\u{e4}", "groups": ["staff"]},
+        "g6": {"sub": "u-g6", "groups": ["", "staff\0", " ,", "dev"]},
+    });
+    let expected: [(&str, &str, Option<&str>); 6] = [
+        ("g1", "u-g1", None),
+        ("g2", "u-g2", Some("staff,ops")),
+        ("g3", "u-g3", Some("ops")),
+        ("g4", "u-g4", Some("\u{c4}rzte,staff")),
+        ("g5", "u-\u{e4}", Some("staff")),
+        ("g6", "u-g6", Some("dev")),
+    ];
+    let upstream = TestUpstream::start().await;
+    let port = free_port();
+    let idp = OidcProvider::start(provider_config(&[port], accounts));
+    let proxy = proxy(&upstream, port, &idp.issuer, "");
+    let base = format!("http://localhost:{port}");
+    for (login, user, groups) in expected {
+        let mut b = HttpBrowser::new();
+        let reply = log_in(&mut b, &base, login).await;
+        assert_eq!(reply.status, StatusCode::FOUND, "{login}: {reply:?}");
+        let page = b.get(&format!("{base}/whoami")).await;
+        assert_eq!(
+            page.status,
+            StatusCode::OK,
+            "{login}: {page:?}\n{}",
+            proxy.log()
+        );
+        assert_eq!(
+            upstream_saw(&page, "x-auth-request-user"),
+            [user],
+            "{login}"
+        );
+        let want: Vec<&str> = groups.into_iter().collect();
+        assert_eq!(
+            upstream_saw(&page, "x-auth-request-groups"),
+            want,
+            "{login}"
         );
     }
 }

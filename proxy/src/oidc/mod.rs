@@ -419,6 +419,7 @@ impl Oidc {
             Some(Value::String(one)) => vec![one.clone()],
             _ => known.map(|s| s.groups.clone()).unwrap_or_default(),
         };
+        let groups = forwardable_groups(groups);
         self.access.claims_match(claims).map_err(deny)?;
         // Only an email the provider vouches for matches the allow-lists or reaches the
         // upstream: at many providers anyone can type any address into an account (nOAuth).
@@ -470,6 +471,25 @@ impl Oidc {
             encode(&provider.config.client_id)
         ))
     }
+}
+
+/// The groups that can go upstream as items of one comma-separated header, each reading back
+/// as itself: a name with a `,` (`staff,admins` would read as `admins` to an upstream that
+/// splits the list), a control byte, or nothing but whitespace is dropped, before the
+/// allow-lists see it, so what admits a user is what the upstream is told.
+fn forwardable_groups(groups: Vec<String>) -> Vec<String> {
+    let before = groups.len();
+    let kept: Vec<String> = groups
+        .into_iter()
+        .filter(|g| !g.trim().is_empty() && !g.contains(',') && !g.chars().any(char::is_control))
+        .collect();
+    if kept.len() < before {
+        tracing::warn!(
+            dropped = before - kept.len(),
+            "group names with a comma or control characters dropped"
+        );
+    }
+    kept
 }
 
 /// Whether the provider vouches for the `email` claim.
