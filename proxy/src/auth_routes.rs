@@ -58,6 +58,11 @@ impl AuthRoutes {
                 self.templates.sign_out(&self.prefix)
             }
             (Method::POST, "/oauth2/sign_out") => {
+                // Another site must not sign our users out (login-state CSRF): only our own
+                // pages' forms may, which browsers mark as same-origin.
+                if !self.same_origin(&req) {
+                    return Refusal::CrossSite.respond(respond::wants_html(req.headers()));
+                }
                 self.sign_out(identity.map(|i| &i.session), chunks)
             }
             (Method::GET | Method::HEAD, "/signed_out") => self.templates.signed_out(&self.prefix),
@@ -190,6 +195,33 @@ impl AuthRoutes {
                 }
                 reply
             }
+        }
+    }
+
+    /// A POST from our own origin. Fetch metadata (`Sec-Fetch-Site`), when sent, must say
+    /// same-origin; `Origin` must be ours, or `null` (what a form POST from our own
+    /// `no-referrer` pages carries) when fetch metadata vouches for it. Ours is `public_url`,
+    /// or without one the request's own `Host`.
+    pub(crate) fn same_origin<B>(&self, req: &Request<B>) -> bool {
+        let site = req.headers().get("sec-fetch-site");
+        let origin = req.headers().get(header::ORIGIN);
+        let ours = |origin: &HeaderValue| {
+            if !self.public_url.is_empty() {
+                return origin.as_bytes() == self.public_url.as_bytes();
+            }
+            let host = req.headers().get(header::HOST).map(HeaderValue::as_bytes);
+            let origin = origin.as_bytes();
+            let authority = origin
+                .strip_prefix(b"https://")
+                .or_else(|| origin.strip_prefix(b"http://"));
+            authority.is_some() && authority == host
+        };
+        match (site, origin) {
+            (Some(site), _) if site != "same-origin" && site != "none" => false,
+            (_, Some(origin)) if ours(origin) => true,
+            (Some(_), Some(origin)) => origin == "null",
+            (None, Some(_)) => false,
+            (_, None) => true,
         }
     }
 

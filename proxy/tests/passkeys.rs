@@ -42,7 +42,21 @@ fn provider(port: u16) -> OidcProvider {
 /// A proxy on `port` with one OIDC provider (when given), passkeys on, and an allow-list of
 /// example.com.
 fn proxy(upstream: &TestUpstream, port: u16, issuer: Option<&str>) -> Proxy {
+    proxy_with_store(upstream, port, issuer, None).0
+}
+
+/// [`proxy`] with a credential store file written beforehand; also returns its path.
+fn proxy_with_store(
+    upstream: &TestUpstream,
+    port: u16,
+    issuer: Option<&str>,
+    store: Option<Value>,
+) -> (Proxy, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap().keep();
+    let store_file = dir.join("passkeys.json");
+    if let Some(store) = store {
+        std::fs::write(&store_file, store.to_string()).unwrap();
+    }
     let secret_file = dir.join("client-secret");
     std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
     let oidc = issuer.map_or(String::new(), |issuer| {
@@ -55,10 +69,10 @@ fn proxy(upstream: &TestUpstream, port: u16, issuer: Option<&str>) -> Proxy {
     let tail = format!(
         "{oidc}[access]\nallowed_domains = [\"example.com\"]\n\
          [passkeys]\nenabled = true\nrp_name = \"Vouchrs tests\"\nstore_file = \"{}\"\n",
-        dir.join("passkeys.json").display()
+        store_file.display()
     );
     let server = Box::leak(format!("public_url = \"http://localhost:{port}\"").into_boxed_str());
-    Proxy::start(
+    let proxy = Proxy::start(
         &upstream.url(),
         Extra {
             server,
@@ -66,7 +80,8 @@ fn proxy(upstream: &TestUpstream, port: u16, issuer: Option<&str>) -> Proxy {
             listen_port: Some(port),
             ..Extra::default()
         },
-    )
+    );
+    (proxy, store_file)
 }
 
 fn upstream_saw(out: &Value, header: &str) -> Vec<String> {
@@ -618,4 +633,375 @@ async fn an_invitation_registers_one_passkey_once() {
             .contains("not allowed"),
         "{out}"
     );
+}
+
+/// A stored credential as the file store keeps it (the key bytes need not verify: these
+/// requests are refused before any signature is checked).
+fn stored_credential(id: &str, user: &str) -> Value {
+    json!({
+        "id": id, "user": user, "email": format!("{user}@example.com"), "groups": [],
+        "user_handle": "00000000-0000-0000-0000-000000000000", "name": "laptop",
+        "created": 1, "last_used": null, "invitation": null,
+        "passkey": {"cred": {
+            "cred_id": "AAEC", "cred": {"type_": "ES256", "key": {"EC_EC2": {"curve": "SECP256R1",
+            "x": vec![1u8; 32], "y": vec![2u8; 32]}}}, "counter": 0, "transports": null,
+            "user_verified": true, "backup_eligible": false, "backup_state": false,
+            "registration_policy": "required",
+            "extensions": {"cred_protect": "NotRequested", "hmac_create_secret": "NotRequested",
+            "appid": "NotRequested", "cred_props": "Ignored"},
+            "attestation": {"data": "None", "metadata": "None"}, "attestation_format": "none"}},
+    })
+}
+
+/// Hostile requests to every passkey endpoint, over raw HTTP against the real binary: wrong
+/// content types, malformed and deeply nested JSON, oversized bodies, ceremony cookies that are
+/// garbage or under look-alike names, tampered invitation tokens, another user's credential id
+/// on the remove endpoint (IDOR), and cross-site POSTs. None gets further than a 4xx, none
+/// changes the store, and the proxy keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn passkey_endpoints_refuse_hostile_requests() {
+    let upstream = TestUpstream::start().await;
+    let port = free_port();
+    let store =
+        json!({"credentials": [stored_credential("cred-alice", "alice")], "used_invitations": []});
+    let (proxy, store_file) = proxy_with_store(&upstream, port, None, Some(store));
+    let http = client();
+    let base = format!("http://localhost:{port}");
+    let host = format!("localhost:{port}");
+    let url = |route: &str| proxy.url(&format!("/auth/passkey{route}"));
+    let json_type = ("content-type", "application/json");
+    let stored = || std::fs::read_to_string(&store_file).unwrap();
+    let cases = std::cell::Cell::new(0);
+    let expect = |reply: &Reply, status: StatusCode, code: &str, what: &str| {
+        cases.set(cases.get() + 1);
+        assert_eq!(reply.status, status, "{what}: {:?}", reply.body);
+        if !code.is_empty() {
+            assert_eq!(reply.json()["error"], code, "{what}: {:?}", reply.body);
+        }
+        for set in reply.headers.get_all("set-cookie") {
+            let set = set.to_str().unwrap();
+            let value = set.split(';').next().unwrap().split_once('=').unwrap().1;
+            assert!(value.is_empty(), "{what}: a cookie was set: {set}");
+        }
+    };
+
+    // Wrong content types on the JSON endpoints (a cross-site form can send only these).
+    for route in ["/login/start", "/register/start"] {
+        for content_type in [
+            None,
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            Some("text/json"),
+        ] {
+            let mut headers = vec![("host", host.as_str())];
+            headers.extend(content_type.map(|t| ("content-type", t)));
+            let reply = post(
+                &http,
+                &url(route),
+                &headers,
+                r#"{"email":"alice@example.com"}"#,
+            )
+            .await;
+            expect(
+                &reply,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "malformed",
+                &format!("{route} {content_type:?}"),
+            );
+        }
+    }
+
+    // Malformed JSON.
+    let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+    let nested = format!("{}1{}", r#"{"a":"#.repeat(3_000), "}".repeat(3_000));
+    let deep_object = format!("{{\"email\":{nested},\"invitation\":{nested}}}");
+    let malformed: Vec<Vec<u8>> = vec![
+        b"{".to_vec(),
+        // (`[]` is the defaults in serde's sequence form for a struct: valid, not listed.)
+        b"\"x\"".to_vec(),
+        b"{\"email\":5,\"name\":5}".to_vec(),
+        b"{\"rd\":{\"a\":1},\"invitation\":{\"a\":1}}".to_vec(),
+        b"{\"email\":\"a\0b\"}\0".to_vec(),
+        b"{\"email\":\"\xff\xfe\",\"name\":\"\xff\xfe\"}".to_vec(),
+        b"{\"email\":\"\\ud800\",\"name\":\"\\ud800\"}".to_vec(),
+        deep.clone().into_bytes(),
+        deep_object.into_bytes(),
+    ];
+    for route in ["/login/start", "/register/start"] {
+        for body in &malformed {
+            let reply = post(
+                &http,
+                &url(route),
+                &[("host", &host), json_type],
+                body.clone(),
+            )
+            .await;
+            let what = format!(
+                "{route} {:?}",
+                String::from_utf8_lossy(&body[..body.len().min(20)])
+            );
+            expect(&reply, StatusCode::BAD_REQUEST, "malformed", &what);
+        }
+    }
+    // Finish steps without a ceremony, with garbage, or with a ceremony cookie under a
+    // look-alike name or from the other ceremony (sealed values are bound to their name).
+    let (_, started) = {
+        let r = post(
+            &http,
+            &url("/login/start"),
+            &[("host", &host), json_type],
+            "{}",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        let set = r.headers["set-cookie"].to_str().unwrap().to_owned();
+        (r, set.split(';').next().unwrap().to_owned())
+    };
+    let ceremony = started.split_once('=').unwrap().1.to_owned();
+    for (route, cookie) in [
+        ("/login/finish", String::new()),
+        (
+            "/login/finish",
+            "__Host-vouchrs_session_pklogin=garbage".to_owned(),
+        ),
+        (
+            "/login/finish",
+            format!("vouchrs_session_pklogin={ceremony}"),
+        ),
+        (
+            "/login/finish",
+            format!("__Secure-vouchrs_session_pklogin={ceremony}"),
+        ),
+        (
+            "/login/finish",
+            format!("__Host-vouchrs_session_pkreg={ceremony}"),
+        ),
+        (
+            "/register/finish",
+            format!("__Host-vouchrs_session_pkreg={ceremony}"),
+        ),
+        ("/register/finish", String::new()),
+    ] {
+        for body in [&b"{}"[..], b"garbage", deep.as_bytes()] {
+            let mut headers = vec![("host", host.as_str()), json_type];
+            if !cookie.is_empty() {
+                headers.push(("cookie", cookie.as_str()));
+            }
+            let reply = post(&http, &url(route), &headers, body.to_vec()).await;
+            assert!(
+                reply.status == StatusCode::BAD_REQUEST,
+                "{route} {cookie}: {:?}",
+                reply.body
+            );
+            expect(
+                &reply,
+                StatusCode::BAD_REQUEST,
+                "",
+                &format!("{route} {cookie}"),
+            );
+        }
+    }
+
+    // Oversized bodies: refused with 413 after 64 KiB, on every endpoint.
+    let alice = proxy.cookie_for("alice");
+    for route in [
+        "/login/start",
+        "/register/start",
+        "/login/finish",
+        "/register/finish",
+        "/remove",
+    ] {
+        let headers = [
+            ("host", host.as_str()),
+            json_type,
+            ("cookie", alice.as_str()),
+        ];
+        // A client of its own each time: the proxy closes these connections after answering,
+        // and a pooled one would fail the next request.
+        let reply = post(&client(), &url(route), &headers, vec![b' '; 64 * 1024 + 1]).await;
+        expect(
+            &reply,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            &format!("{route} 64 KiB + 1"),
+        );
+        // 1 MiB: the proxy answers 413 after 64 KiB and closes; the client may still be
+        // sending and then sees the connection reset instead of the answer. Either is a
+        // refusal; a 2xx or a dead proxy is not.
+        let mut builder = Request::builder().method(Method::POST).uri(url(route));
+        for (k, v) in headers {
+            builder = builder.header(k, v);
+        }
+        let big = builder.body(Full::new(Bytes::from(vec![b' '; 1024 * 1024])));
+        if let Ok(response) = client().request(big.unwrap()).await {
+            assert_eq!(
+                response.status(),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "{route} 1 MiB"
+            );
+        }
+        cases.set(cases.get() + 1);
+    }
+
+    // IDOR: another signed-in user removing alice's credential by its id.
+    for user in ["bob", "Alice", "alice ", "u-alice"] {
+        let cookie = proxy.cookie_for(user);
+        let reply = post(
+            &http,
+            &url("/remove"),
+            &[
+                ("host", &host),
+                ("cookie", &cookie),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            "id=cred-alice",
+        )
+        .await;
+        cases.set(cases.get() + 1);
+        assert_eq!(reply.status, StatusCode::OK, "{user}: {:?}", reply.body);
+        assert!(
+            String::from_utf8_lossy(&reply.body).contains("role=\"alert\""),
+            "{user}: an error is shown"
+        );
+        assert!(
+            stored().contains("cred-alice"),
+            "{user} removed alice's passkey"
+        );
+    }
+    // Without a session at all.
+    let reply = post(&http, &url("/remove"), &[("host", &host)], "id=cred-alice").await;
+    expect(
+        &reply,
+        StatusCode::UNAUTHORIZED,
+        "",
+        "remove without a session",
+    );
+
+    // Cross-site POSTs on every route, even with alice's own cookie attached.
+    for route in [
+        "/login/start",
+        "/login/finish",
+        "/register/start",
+        "/register/finish",
+        "/remove",
+    ] {
+        for headers in [
+            &[
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "https://evil.example"),
+            ][..],
+            &[
+                ("sec-fetch-site", "same-site"),
+                ("origin", "http://app.localhost"),
+            ],
+            &[("sec-fetch-site", "cross-site")],
+            &[("sec-fetch-site", "cross-site"), ("origin", base.as_str())],
+            &[("origin", "https://evil.example")],
+            &[("origin", "null")],
+        ] {
+            let mut all = headers.to_vec();
+            all.extend([
+                ("host", host.as_str()),
+                ("cookie", alice.as_str()),
+                json_type,
+            ]);
+            let reply = post(&http, &url(route), &all, "id=cred-alice").await;
+            expect(
+                &reply,
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                &format!("{route} {headers:?}"),
+            );
+        }
+    }
+    assert!(stored().contains("cred-alice"));
+
+    // Tampered invitation tokens: every edit is refused, on the page and at registration.
+    let (_, token) = vouchrs_proxy::passkey::invite::Invitation::create(
+        &proxy.sealer(),
+        "carol@example.com",
+        3600,
+        common::now(),
+    );
+    let mut tampered: Vec<String> = Vec::new();
+    for at in [0, 5, token.len() / 2, token.len() - 1] {
+        let mut bytes = token.clone().into_bytes();
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        tampered.push(String::from_utf8(bytes).unwrap());
+    }
+    tampered.extend([
+        token[..token.len() - 1].to_owned(),
+        format!("{token}A"),
+        token.to_ascii_uppercase(),
+        format!("{token}="),
+        format!(" {token}"),
+        alice.split_once('=').unwrap().1.to_owned(),
+        ceremony.clone(),
+        String::new(),
+        "A".repeat(10_000),
+    ]);
+    for bad in &tampered {
+        let reply = post(
+            &http,
+            &url("/register/start"),
+            &[("host", &host), json_type],
+            json!({"invitation": bad}).to_string(),
+        )
+        .await;
+        expect(
+            &reply,
+            StatusCode::FORBIDDEN,
+            "invitation_invalid",
+            &format!("invitation {bad:.20}"),
+        );
+        let page = common::get(
+            &http,
+            &format!(
+                "{}?token={}",
+                url("/invite"),
+                url::form_urlencoded::byte_serialize(bad.as_bytes()).collect::<String>()
+            ),
+            &[("host", &host)],
+        )
+        .await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "invite page {bad:.20}");
+    }
+    // The control: the untouched token opens a registration ceremony.
+    let reply = post(
+        &http,
+        &url("/register/start"),
+        &[("host", &host), json_type],
+        json!({"invitation": token}).to_string(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+
+    // The owner (same origin) can remove it: the refusals above were about who and where.
+    let reply = post(
+        &http,
+        &url("/remove"),
+        &[
+            ("host", &host),
+            ("cookie", &alice),
+            ("origin", &base),
+            ("sec-fetch-site", "same-origin"),
+        ],
+        "id=cred-alice",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{:?}", reply.body);
+    assert!(!stored().contains("cred-alice"));
+    // Still serving, with nothing sent upstream.
+    assert_eq!(
+        common::get(&http, &proxy.url("/auth/sign_in"), &[])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        upstream.arrived.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    println!("hostile passkey cases: {}", cases.get());
 }

@@ -388,7 +388,12 @@ impl Oidc {
             account: account.clone(),
             reason,
         };
-        if claims.get("email_verified").and_then(Value::as_bool) == Some(false) {
+        // An email kept from the session (a refreshed token without one) was vouched for at login.
+        let verified = match claims.get("email") {
+            None if known.is_some() => Verified::Yes,
+            _ => email_verified(config.kind, claims),
+        };
+        if verified == Verified::No {
             return Err(deny(crate::access::Denied::EmailUnverified));
         }
         // A malformed email is treated as no email: it can match no allow-list entry.
@@ -414,8 +419,20 @@ impl Oidc {
             Some(Value::String(one)) => vec![one.clone()],
             _ => known.map(|s| s.groups.clone()).unwrap_or_default(),
         };
+        let groups = forwardable_groups(groups);
         self.access.claims_match(claims).map_err(deny)?;
-        self.access.admits(email.as_ref(), &groups).map_err(deny)?;
+        // Only an email the provider vouches for matches the allow-lists or reaches the
+        // upstream: at many providers anyone can type any address into an account (nOAuth).
+        let unvouched = email.is_some() && verified == Verified::Unknown;
+        let email = email.filter(|_| verified == Verified::Yes);
+        self.access
+            .admits(email.as_ref(), &groups)
+            .map_err(|reason| match reason {
+                crate::access::Denied::NotListed if unvouched => {
+                    deny(crate::access::Denied::EmailUnverified)
+                }
+                _ => deny(reason),
+            })?;
         Ok((email.map(|e| e.as_str().to_owned()), groups))
     }
 
@@ -456,6 +473,56 @@ impl Oidc {
     }
 }
 
+/// The groups that can go upstream as items of one comma-separated header, each reading back
+/// as itself: a name with a `,` (`staff,admins` would read as `admins` to an upstream that
+/// splits the list), a control byte, or nothing but whitespace is dropped, before the
+/// allow-lists see it, so what admits a user is what the upstream is told.
+fn forwardable_groups(groups: Vec<String>) -> Vec<String> {
+    let before = groups.len();
+    let kept: Vec<String> = groups
+        .into_iter()
+        .filter(|g| !g.trim().is_empty() && !g.contains(',') && !g.chars().any(char::is_control))
+        .collect();
+    if kept.len() < before {
+        tracing::warn!(
+            dropped = before - kept.len(),
+            "group names with a comma or control characters dropped"
+        );
+    }
+    kept
+}
+
+/// Whether the provider vouches for the `email` claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verified {
+    Yes,
+    /// Refused outright (`email_verified: false`).
+    No,
+    /// Not said (claim missing, or a value that is neither a boolean nor `"true"`/`"false"`):
+    /// the email is dropped (no allow-list match, no `X-Auth-Request-Email`); groups and the
+    /// subject still count.
+    Unknown,
+}
+
+/// Reads `email_verified`. Only a boolean counts (a string such as Apple's and Cognito's
+/// `"true"` already fails to parse in `openidconnect` at the code exchange; were it to pass,
+/// it would vouch for nothing). Entra sends no `email_verified`; its optional `xms_edov` claim
+/// ("email domain owner verified") vouches instead.
+fn email_verified(kind: ProviderKind, claims: &Map<String, Value>) -> Verified {
+    let read = |name: &str| match claims.get(name) {
+        Some(Value::Bool(true)) => Verified::Yes,
+        Some(Value::Bool(false)) => Verified::No,
+        _ => Verified::Unknown,
+    };
+    match read("email_verified") {
+        // `xms_edov: false` only says Entra cannot vouch: the email stays unlisted, no more.
+        Verified::Unknown if kind == ProviderKind::Entra && read("xms_edov") == Verified::Yes => {
+            Verified::Yes
+        }
+        verdict => verdict,
+    }
+}
+
 /// The claims of a JWT whose signature was already verified.
 fn payload(jwt: &str) -> Option<Map<String, Value>> {
     use base64::Engine;
@@ -464,4 +531,64 @@ fn payload(jwt: &str) -> Option<Map<String, Value>> {
         .decode(middle.trim_end_matches('='))
         .ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(kind: ProviderKind, claims: Value) -> Verified {
+        email_verified(kind, claims.as_object().unwrap())
+    }
+
+    #[test]
+    fn only_true_vouches_for_an_email() {
+        let generic = ProviderKind::Generic;
+        for (claims, want) in [
+            (serde_json::json!({"email_verified": true}), Verified::Yes),
+            (
+                serde_json::json!({"email_verified": "true"}),
+                Verified::Unknown,
+            ),
+            (serde_json::json!({"email_verified": false}), Verified::No),
+            (
+                serde_json::json!({"email_verified": "false"}),
+                Verified::Unknown,
+            ),
+            (serde_json::json!({}), Verified::Unknown),
+            (
+                serde_json::json!({"email_verified": null}),
+                Verified::Unknown,
+            ),
+            (serde_json::json!({"email_verified": 1}), Verified::Unknown),
+            (
+                serde_json::json!({"email_verified": "yes"}),
+                Verified::Unknown,
+            ),
+            (
+                serde_json::json!({"email_verified": [true]}),
+                Verified::Unknown,
+            ),
+            (serde_json::json!({"xms_edov": true}), Verified::Unknown),
+        ] {
+            assert_eq!(verdict(generic, claims.clone()), want, "{claims}");
+        }
+        let entra = ProviderKind::Entra;
+        assert_eq!(
+            verdict(entra, serde_json::json!({"xms_edov": true})),
+            Verified::Yes
+        );
+        assert_eq!(
+            verdict(entra, serde_json::json!({"xms_edov": false})),
+            Verified::Unknown
+        );
+        assert_eq!(verdict(entra, serde_json::json!({})), Verified::Unknown);
+        assert_eq!(
+            verdict(
+                entra,
+                serde_json::json!({"email_verified": false, "xms_edov": true})
+            ),
+            Verified::No
+        );
+    }
 }

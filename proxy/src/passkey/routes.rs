@@ -280,21 +280,6 @@ impl AuthRoutes {
         self.templates
             .passkey_list(&self.prefix, account, &list, error)
     }
-
-    /// A POST from our own origin. Fetch metadata (`Sec-Fetch-Site`), when sent, must say
-    /// same-origin; `Origin` must be ours, or `null` (what a form POST from our own
-    /// `no-referrer` pages carries) when fetch metadata vouches for it.
-    fn same_origin(&self, req: &Request<Incoming>) -> bool {
-        let site = req.headers().get("sec-fetch-site");
-        let origin = req.headers().get(header::ORIGIN);
-        match (site, origin) {
-            (Some(site), _) if site != "same-origin" && site != "none" => false,
-            (_, Some(origin)) if origin.as_bytes() == self.public_url.as_bytes() => true,
-            (Some(_), Some(origin)) => origin == "null",
-            (None, Some(_)) => false,
-            (_, None) => true,
-        }
-    }
 }
 
 /// Logs a failed step, counts it, and answers with its status and sentence.

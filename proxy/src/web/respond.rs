@@ -24,6 +24,8 @@ pub enum Refusal {
     NotFound,
     /// The proxy is shutting down or not ready.
     Unavailable,
+    /// A state-changing request from another site (CSRF).
+    CrossSite,
 }
 
 impl Refusal {
@@ -34,6 +36,7 @@ impl Refusal {
             Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::CrossSite => StatusCode::FORBIDDEN,
         }
     }
 
@@ -44,6 +47,7 @@ impl Refusal {
             Self::GatewayTimeout => "gateway_timeout",
             Self::NotFound => "not_found",
             Self::Unavailable => "unavailable",
+            Self::CrossSite => "cross_origin",
         }
     }
 
@@ -56,6 +60,7 @@ impl Refusal {
             }
             Self::NotFound => "There is nothing here.",
             Self::Unavailable => "The service is not available right now.",
+            Self::CrossSite => "Cross-site request refused.",
         }
     }
 
