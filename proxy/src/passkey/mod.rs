@@ -9,8 +9,12 @@
 
 pub mod file_store;
 pub mod invite;
+#[cfg(feature = "kubernetes")]
+pub mod kube_store;
 pub mod routes;
 pub mod store;
+#[doc(hidden)]
+pub mod store_contract;
 
 use std::sync::Arc;
 
@@ -201,6 +205,8 @@ pub enum PasskeySetupError {
     Webauthn(WebauthnError),
     #[error("passkeys.store_file: {0}")]
     Store(StoreError),
+    #[error("passkeys.store = \"kubernetes\": {0}")]
+    Kubernetes(String),
 }
 
 impl Passkeys {
