@@ -160,7 +160,7 @@ fn passkey_crds_are_namespaced_documented_and_show_their_columns() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(columns, ["User", "Name", "Created", "Last Used"]);
+    assert_eq!(columns, ["User", "Passkey", "Created", "Last Used"]);
     // The webauthn-rs blob is the only opaque part of the schema.
     let props = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
     assert_eq!(

@@ -40,7 +40,7 @@ pub const GATEWAY_LABEL: &str = "app.kubernetes.io/instance";
         description = "User id sent upstream"
     ),
     printcolumn(
-        name = "Name",
+        name = "Passkey",
         type_ = "string",
         json_path = ".spec.name",
         description = "The name the user gave the passkey"
