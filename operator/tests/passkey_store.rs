@@ -10,7 +10,7 @@
 #[path = "e2e/harness.rs"]
 mod harness;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use harness::{CONVERGE, Cluster};
@@ -80,7 +80,7 @@ fn setup() -> (Cluster, harness::Operator, PathBuf, PathBuf) {
     (c, operator, shop, blog)
 }
 
-fn store(kubeconfig: &PathBuf, gateway: &str) -> KubeStore {
+fn store(kubeconfig: &Path, gateway: &str) -> KubeStore {
     KubeStore::connect(Some(kubeconfig), Some(NS), gateway, FIRST_LIST)
         .unwrap_or_else(|e| panic!("store of {gateway}: {e}"))
 }

@@ -25,6 +25,9 @@ use serde::{Deserialize, Serialize};
 pub const GATEWAY_LABEL: &str = "app.kubernetes.io/instance";
 
 /// One registered passkey of a Vouchrs gateway.
+// Several `printcolumn(...)` entries share `type_ = "string"`, which clippy mistakes for a
+// repeated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "vouchrs.app",

@@ -309,7 +309,7 @@ impl CredentialStore for KubeStore {
     }
 
     fn remove(&self, user: &str, id: &str) -> Result<(), StoreError> {
-        if !self.index.get(id).is_some_and(|c| c.user == user) {
+        if self.index.get(id).is_none_or(|c| c.user != user) {
             return Err(StoreError::NotFound);
         }
         let name = passkey_object_name(&self.gateway, id);
