@@ -125,7 +125,8 @@ impl KubeStore {
             let client =
                 Client::try_from(config).map_err(|e| KubeStoreError::Config(e.to_string()))?;
             Ok::<_, KubeStoreError>((client, namespace))
-        })?;
+        })
+        .ok_or_else(|| KubeStoreError::Config("the client setup did not finish".into()))??;
         let namespace = namespace.unwrap_or(&default_namespace);
         let store = Self {
             passkeys: Api::namespaced(client.clone(), namespace),
@@ -157,7 +158,7 @@ impl KubeStore {
                 .await
                 .is_ok_and(|r| r.is_ok())
         });
-        if ready {
+        if ready == Some(true) {
             return Ok(());
         }
         let why = last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -171,9 +172,10 @@ impl KubeStore {
         call: impl Future<Output = T> + Send + 'static,
     ) -> Result<T, StoreError> {
         run_on(&self.handle, async move {
-            tokio::time::timeout(CALL_TIMEOUT, call).await
+            tokio::time::timeout(CALL_TIMEOUT, call).await.ok()
         })
-        .map_err(|_| StoreError::Io(format!("{what}: no answer from the API server")))
+        .flatten()
+        .ok_or_else(|| StoreError::Io(format!("{what}: no answer from the API server")))
     }
 
     fn labels(&self) -> std::collections::BTreeMap<String, String> {
@@ -333,22 +335,20 @@ impl CredentialStore for KubeStore {
 
 /// Runs `future` on the store's runtime and waits for it from any thread: a Tokio worker of
 /// a multi-threaded runtime hands its other tasks on while it waits (`block_in_place`).
+/// `None` if the future did not finish (it panicked, or the runtime is shutting down).
 fn run_on<T: Send + 'static>(
     handle: &Handle,
     future: impl Future<Output = T> + Send + 'static,
-) -> T {
+) -> Option<T> {
     let (tx, rx) = mpsc::sync_channel(1);
     handle.spawn(async move {
         let _ = tx.send(future.await);
     });
-    let wait = move || rx.recv();
-    let received = match Handle::try_current().map(|h| h.runtime_flavor()) {
+    let wait = move || rx.recv().ok();
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
         _ => wait(),
-    };
-    // Invariant: the spawned task always sends, unless the store's runtime was shut down,
-    // which happens only in `Drop` (no caller is left then).
-    received.expect("the Kubernetes store's runtime is running")
+    }
 }
 
 /// Follows `gateway`'s objects: a complete (re-)list replaces the index, changes patch it.
