@@ -13,6 +13,9 @@ pub mod invite;
 pub mod kube_store;
 pub mod routes;
 pub mod store;
+// Test support only: the contract every store keeps, for the unit tests here and the
+// Kubernetes store's tests against an API server (not in the default binary).
+#[cfg(any(test, feature = "kubernetes"))]
 #[doc(hidden)]
 pub mod store_contract;
 
