@@ -81,8 +81,15 @@ fn setup() -> (Cluster, harness::Operator, PathBuf, PathBuf) {
 }
 
 fn store(kubeconfig: &Path, gateway: &str) -> KubeStore {
-    KubeStore::connect(Some(kubeconfig), Some(NS), gateway, FIRST_LIST)
-        .unwrap_or_else(|e| panic!("store of {gateway}: {e}"))
+    let started = std::time::Instant::now();
+    let store = KubeStore::connect(Some(kubeconfig), Some(NS), gateway, FIRST_LIST)
+        .unwrap_or_else(|e| panic!("store of {gateway}: {e}"));
+    // A figure for the report (connect + first list), not an assertion.
+    eprintln!(
+        "store of {gateway} ready in {:.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    store
 }
 
 #[test]
