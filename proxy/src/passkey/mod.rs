@@ -10,6 +10,8 @@
 pub mod file_store;
 pub mod invite;
 #[cfg(feature = "kubernetes")]
+pub mod kube_objects;
+#[cfg(feature = "kubernetes")]
 pub mod kube_store;
 pub mod routes;
 pub mod store;
