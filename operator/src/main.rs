@@ -39,8 +39,13 @@ enum Command {
         #[arg(long, env = "VOUCHRS_PROXY_IMAGE", default_value = DEFAULT_PROXY_IMAGE)]
         proxy_image: String,
     },
-    /// Print the CustomResourceDefinition YAML.
-    Crd,
+    /// Print the VouchrsGateway CustomResourceDefinition YAML.
+    Crd {
+        /// Print the CRDs of the proxy's passkey store instead (VouchrsPasskey and
+        /// VouchrsInvitation, `crds/vouchrspasskey.yaml`).
+        #[arg(long)]
+        passkeys: bool,
+    },
     /// Print every child manifest of the gateway(s) in a YAML file.
     Render {
         /// A file with one or more VouchrsGateway documents; `-` reads standard input.
@@ -54,8 +59,12 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Crd => {
-            print!("{}", render::crd_yaml());
+        Command::Crd { passkeys } => {
+            if passkeys {
+                print!("{}", render::passkey_crds_yaml());
+            } else {
+                print!("{}", render::crd_yaml());
+            }
             ExitCode::SUCCESS
         }
         Command::Render { file, proxy_image } => {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use vouchrs_proxy::config::{
-    AuthPrefix, CookieName, HumanDuration, PathRule, ProxyConfig, UpstreamUrl,
+    AuthPrefix, CookieName, HumanDuration, PathRule, ProxyConfig, PublicUrl, StoreKind, UpstreamUrl,
 };
 
 use crate::api::{MAX_NAME_LEN, VouchrsGateway};
@@ -352,6 +352,17 @@ fn proxy_config(gw: &VouchrsGateway, worker_threads: u16) -> Result<ProxyConfig,
         config.auth.skip_auth.push(rule);
     }
 
+    if let Some(passkeys) = spec.passkeys.as_ref().filter(|p| p.enabled == Some(true)) {
+        let namespace = gw.metadata.namespace.as_deref().unwrap_or("default");
+        passkeys_config(
+            &mut config,
+            passkeys,
+            &spec.public_url,
+            gw.metadata.name.as_deref().unwrap_or_default(),
+            namespace,
+        )?;
+    }
+
     config.runtime.worker_threads = Some(worker_threads);
     if let Some(level) = &spec.log_level {
         config.runtime.log_filter = level.clone();
@@ -360,4 +371,27 @@ fn proxy_config(gw: &VouchrsGateway, worker_threads: u16) -> Result<ProxyConfig,
         .validate()
         .map_err(|e| InvalidSpec::new(format!("proxy config {}", e.key), e.reason))?;
     Ok(config)
+}
+
+/// Passkeys in a cluster: credentials in `VouchrsPasskey` objects of this gateway, in its
+/// namespace, through the pod's service account; the origin is the public URL.
+fn passkeys_config(
+    config: &mut ProxyConfig,
+    spec: &crate::api::PasskeysSpec,
+    public_url: &str,
+    gateway: &str,
+    namespace: &str,
+) -> Result<(), InvalidSpec> {
+    config.server.public_url =
+        Some(PublicUrl::parse(public_url).map_err(|e| InvalidSpec::new("spec.publicUrl", e))?);
+    let passkeys = &mut config.passkeys;
+    passkeys.enabled = true;
+    passkeys.store = StoreKind::Kubernetes;
+    passkeys.gateway = Some(gateway.to_owned());
+    passkeys.namespace = Some(namespace.to_owned());
+    passkeys.rp_id = spec.rp_id.clone();
+    if let Some(name) = &spec.rp_name {
+        passkeys.rp_name = name.clone();
+    }
+    Ok(())
 }

@@ -115,3 +115,57 @@ fn cross_field_rules_are_in_the_schema() {
         assert!(text.contains(rule), "missing CEL rule {rule}");
     }
 }
+
+const PASSKEY_CRD_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/vouchrspasskey.yaml");
+
+#[test]
+fn passkey_crd_file_matches_the_rust_types() {
+    let on_disk = std::fs::read_to_string(PASSKEY_CRD_FILE).unwrap();
+    assert!(
+        on_disk == render::passkey_crds_yaml(),
+        "crds/vouchrspasskey.yaml is stale: run `cargo run -p vouchrs-operator -- crd --passkeys > crds/vouchrspasskey.yaml`"
+    );
+}
+
+#[test]
+fn passkey_crds_are_namespaced_documented_and_show_their_columns() {
+    let [passkey, invitation] = render::passkey_crds().map(|c| serde_json::to_value(c).unwrap());
+    for (crd, plural) in [
+        (&passkey, "vouchrspasskeys"),
+        (&invitation, "vouchrsinvitations"),
+    ] {
+        let spec = &crd["spec"];
+        assert_eq!(spec["group"], "vouchrs.app");
+        assert_eq!(spec["scope"], "Namespaced");
+        assert_eq!(spec["names"]["plural"], plural);
+        assert_eq!(spec["versions"][0]["name"], "v1alpha1");
+        let mut problems = Vec::new();
+        let schema = &spec["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        walk(".spec", schema, &mut |path, node| {
+            if node.get("description").is_none() && !path.ends_with("[]") {
+                problems.push(format!("{plural}{path}: no description"));
+            }
+            for banned in ["anyOf", "oneOf", "allOf", "$ref"] {
+                if node.get(banned).is_some() {
+                    problems.push(format!("{plural}{path}: {banned} is not structural"));
+                }
+            }
+        });
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+    let version = &passkey["spec"]["versions"][0];
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns, ["User", "Passkey", "Created", "Last Used"]);
+    // The webauthn-rs blob is the only opaque part of the schema.
+    let props = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    assert_eq!(
+        props["passkey"]["x-kubernetes-preserve-unknown-fields"],
+        true
+    );
+    assert_eq!(props["created"]["format"], "date-time");
+}

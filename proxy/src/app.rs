@@ -10,11 +10,12 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, Draining};
 use crate::auth_routes::AuthRoutes;
-use crate::config::{ConfigError, ProxyConfig};
+use crate::config::{ConfigError, ProxyConfig, StoreKind};
 use crate::gateway::Gateway;
 use crate::oidc::{Oidc, ProviderSetupError};
 use crate::pages::Templates;
 use crate::passkey::file_store::FileStore;
+use crate::passkey::store::CredentialStore;
 use crate::passkey::{PasskeySetupError, Passkeys};
 use crate::server::{self, TlsSetupError};
 use crate::session::keyring::{self, KeyRing, KeyRingError, SharedKeyRing};
@@ -190,10 +191,36 @@ fn passkeys(config: &ProxyConfig) -> Result<PasskeyParts, StartError> {
     if !config.passkeys.enabled {
         return Ok((None, None));
     }
-    let store =
-        Arc::new(FileStore::open(&config.passkeys.store_file).map_err(PasskeySetupError::Store)?);
-    let passkeys = Passkeys::from_config(config, store.clone())?.map(Arc::new);
-    Ok((passkeys, Some(store)))
+    let (store, file): (Arc<dyn CredentialStore>, _) = match config.passkeys.store {
+        StoreKind::File => {
+            let file = Arc::new(
+                FileStore::open(&config.passkeys.store_file).map_err(PasskeySetupError::Store)?,
+            );
+            (file.clone(), Some(file))
+        }
+        StoreKind::Kubernetes => (kube_store(config)?, None),
+    };
+    let passkeys = Passkeys::from_config(config, store)?.map(Arc::new);
+    Ok((passkeys, file))
+}
+
+/// The Kubernetes store; startup waits for its first list of credentials.
+#[cfg(feature = "kubernetes")]
+fn kube_store(config: &ProxyConfig) -> Result<Arc<dyn CredentialStore>, StartError> {
+    let store = crate::passkey::kube_store::KubeStore::from_config(&config.passkeys)
+        .map_err(|e| PasskeySetupError::Kubernetes(e.to_string()))?;
+    Ok(Arc::new(store))
+}
+
+/// Without the `kubernetes` feature there is no client: refuse rather than fall back.
+#[cfg(not(feature = "kubernetes"))]
+fn kube_store(_: &ProxyConfig) -> Result<Arc<dyn CredentialStore>, StartError> {
+    Err(PasskeySetupError::Kubernetes(
+        "this vouchrs-proxy was built without the `kubernetes` cargo feature \
+         (build with `--features kubernetes`, or use store = \"file\")"
+            .to_owned(),
+    )
+    .into())
 }
 
 /// Picks up credentials other processes added or removed in the shared store file. Removals

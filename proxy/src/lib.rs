@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+#[cfg(feature = "crd")]
+pub mod crd;
 
 #[cfg(feature = "server")]
 pub mod access;

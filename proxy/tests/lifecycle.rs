@@ -247,3 +247,24 @@ async fn minted_sessions_open_at_the_proxy() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.upstream_saw("x-auth-request-groups"), ["a,b"]);
 }
+
+#[test]
+fn the_kubernetes_store_refuses_to_start_without_its_feature_or_a_cluster() {
+    // Built without the `kubernetes` feature the proxy has no client and says so; built with
+    // it (`cargo test --workspace` unifies it in), an unreadable kubeconfig stops it the same
+    // way. Either way it never falls back to another store.
+    let toml = "[server]\npublic_url = \"https://app.example.com\"\n\
+                [upstream]\nurl = \"http://127.0.0.1:3000\"\n\
+                [session]\nkeyring_file = \"KEYRING\"\n\
+                [passkeys]\nenabled = true\nstore = \"kubernetes\"\ngateway = \"shop\"\n\
+                kubeconfig = \"/nonexistent/kubeconfig\"\n";
+    let (code, text) = check_config(toml, Some(&common::key_line("k1")));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("passkeys.store = \"kubernetes\""), "{text}");
+    let why = if cfg!(feature = "kubernetes") {
+        "/nonexistent/kubeconfig"
+    } else {
+        "built without the `kubernetes` cargo feature"
+    };
+    assert!(text.contains(why), "expected {why} in: {text}");
+}

@@ -6,9 +6,9 @@
 //! CEL cannot check (quantities, durations, the proxy's own newtypes) is checked by
 //! [`crate::resolve`] and reported as `Ready=False` with reason `InvalidSpec`.
 //!
-//! Later stages add top-level `providers` (OIDC, client secrets by Secret reference),
-//! `passkeys` and `access` sections beside `session` and `auth`; nothing here needs to move
-//! for them.
+//! Later stages add top-level `providers` (OIDC, client secrets by Secret reference) and
+//! `access` sections beside `session`, `auth` and `passkeys`; nothing here needs to move for
+//! them.
 
 mod status;
 
@@ -104,6 +104,35 @@ pub struct VouchrsGatewaySpec {
     /// Omitted: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<MonitoringSpec>,
+
+    /// Passkey (WebAuthn) login. Credentials are kept as `VouchrsPasskey` objects in the
+    /// gateway's namespace (`kubectl get vouchrspasskeys`; `kubectl delete` revokes one on
+    /// every replica); the proxy's Role then grants them and its pods mount a service account
+    /// token. Omitted: no passkeys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passkeys: Option<PasskeysSpec>,
+}
+
+/// Passkey login (the proxy's `[passkeys]` section; the store is always Kubernetes here).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PasskeysSpec {
+    /// Offer passkeys on the sign-in page and let signed-in or invited users register them.
+    /// Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+
+    /// Relying party id: the domain passkeys are bound to. Default: the host of
+    /// `publicUrl`; may be a parent domain of it. Changing it makes every registered passkey
+    /// unusable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub rp_id: Option<String>,
+
+    /// Name authenticators show next to the passkey. Default `Vouchrs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub rp_name: Option<String>,
 }
 
 /// What the operator creates for Prometheus (needs the Prometheus Operator's CRDs,

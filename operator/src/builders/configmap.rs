@@ -69,6 +69,56 @@ mod tests {
     }
 
     #[test]
+    fn passkeys_render_the_kubernetes_store_of_this_gateway() {
+        use crate::builders::fixtures::gateway;
+        use crate::resolve::{Settings, resolve};
+        use vouchrs_proxy::config::StoreKind;
+
+        let mut gw = gateway(Tier::Staging);
+        gw.spec.passkeys = Some(crate::api::PasskeysSpec {
+            enabled: Some(true),
+            rp_id: Some("example.com".into()),
+            rp_name: Some("Shop".into()),
+        });
+        let r = resolve(&gw, &Settings::default()).unwrap();
+        let cm = build(&r, &None);
+        let parsed = ProxyConfig::parse(&cm.data.as_ref().unwrap()[CONFIG_FILE]).unwrap();
+        parsed.validate().unwrap();
+        let p = &parsed.passkeys;
+        assert!(p.enabled);
+        assert_eq!(p.store, StoreKind::Kubernetes);
+        assert_eq!(
+            (p.gateway.as_deref(), p.namespace.as_deref()),
+            (Some("shop"), Some("shop"))
+        );
+        assert_eq!(
+            p.kubeconfig, None,
+            "in the cluster: the pod's service account"
+        );
+        assert_eq!(
+            (p.rp_id.as_deref(), p.rp_name.as_str()),
+            (Some("example.com"), "Shop")
+        );
+        assert_eq!(
+            parsed.server.public_url.as_ref().map(|u| u.as_str()),
+            Some("https://shop.example.com")
+        );
+        let pod = crate::builders::deployment::build(&r, &None, "h")
+            .spec
+            .template
+            .spec
+            .unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(true));
+
+        // Off (or a parent domain that is not one) changes nothing / is refused.
+        let off = build(&resolved(Tier::Staging), &None);
+        assert!(!off.data.unwrap()[CONFIG_FILE].contains("passkeys"));
+        gw.spec.passkeys.as_mut().unwrap().rp_id = Some("other.com".into());
+        let err = resolve(&gw, &Settings::default()).unwrap_err();
+        assert!(err.to_string().contains("passkeys.rp_id"), "{err}");
+    }
+
+    #[test]
     fn hash_follows_the_config_only() {
         let a = build(&resolved(Tier::Staging), &None);
         let mut r = resolved(Tier::Staging);

@@ -84,7 +84,8 @@ pub fn termination_grace_secs(r: &Resolved) -> i64 {
 fn pod_spec(r: &Resolved, names: &Names) -> PodSpec {
     PodSpec {
         service_account_name: Some(names.workload.clone()),
-        automount_service_account_token: Some(false),
+        // Only the passkey store talks to the API server; without it no token is mounted.
+        automount_service_account_token: Some(r.proxy.passkeys.enabled),
         termination_grace_period_seconds: Some(termination_grace_secs(r)),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),

@@ -185,6 +185,26 @@ impl Cluster {
         );
     }
 
+    /// Writes (and returns) a kubeconfig that authenticates as ServiceAccount `ns/name`, so
+    /// a client has exactly the RBAC bound to it. Creates the ServiceAccount when missing.
+    pub fn sa_kubeconfig(&self, ns: &str, name: &str) -> PathBuf {
+        let path = self.dir.join(format!("sa-{ns}-{name}.kubeconfig"));
+        let out = Command::new("bash")
+            .arg(repo("hack/k8s/sa-kubeconfig.sh"))
+            .args([ns, name])
+            .arg(&path)
+            .env("KUBECONFIG", &self.admin_kubeconfig)
+            .env("VOUCHRS_K8S_BIN", &self.bin)
+            .output()
+            .expect("running hack/k8s/sa-kubeconfig.sh");
+        assert!(
+            out.status.success(),
+            "sa-kubeconfig.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        path
+    }
+
     /// Runs kubectl as the cluster admin.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         self.kubectl_in(args, None)

@@ -21,13 +21,37 @@ pub struct PasskeysConfig {
     pub rp_id: Option<String>,
     /// Name authenticators show next to the passkey.
     pub rp_name: String,
+    /// Where credentials are kept: `file` (`store_file`, the default) or `kubernetes`
+    /// (`VouchrsPasskey` objects in the gateway's namespace; needs a proxy built with the
+    /// `kubernetes` cargo feature).
+    pub store: StoreKind,
     /// The credential store file (public keys only; no secrets). Written atomically, shared
     /// safely by processes on one machine.
     pub store_file: PathBuf,
+    /// `kubernetes` store: the gateway whose passkeys this proxy reads and writes (objects
+    /// labelled `app.kubernetes.io/instance=GATEWAY`). Required with that store.
+    pub gateway: Option<String>,
+    /// `kubernetes` store: the namespace of the objects. Default: the pod's own (in the
+    /// cluster), else the kubeconfig context's.
+    pub namespace: Option<String>,
+    /// `kubernetes` store: a kubeconfig file to use instead of the pod's service account
+    /// (outside a cluster, and in tests). Default: in-cluster config, else `KUBECONFIG`.
+    pub kubeconfig: Option<PathBuf>,
     /// How long a started registration or login may take.
     pub ceremony_timeout: HumanDuration,
     /// Longest lifetime `vouchrs-proxy invite --ttl` accepts.
     pub invitation_max_ttl: HumanDuration,
+}
+
+/// Where passkey credentials are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// One JSON file (`store_file`): a single machine.
+    #[default]
+    File,
+    /// `VouchrsPasskey` custom resources, read through a watch: every replica of a gateway.
+    Kubernetes,
 }
 
 impl Default for PasskeysConfig {
@@ -36,7 +60,11 @@ impl Default for PasskeysConfig {
             enabled: false,
             rp_id: None,
             rp_name: "Vouchrs".to_owned(),
+            store: StoreKind::File,
             store_file: PathBuf::from("/var/lib/vouchrs/passkeys.json"),
+            gateway: None,
+            namespace: None,
+            kubeconfig: None,
             ceremony_timeout: HumanDuration::secs(300),
             invitation_max_ttl: HumanDuration::secs(7 * 24 * 3600),
         }
@@ -104,11 +132,45 @@ impl PasskeysConfig {
                 "must be longer than zero".to_owned(),
             ));
         }
+        if self.store == StoreKind::Kubernetes {
+            match self.gateway.as_deref() {
+                None => {
+                    return Err((
+                        "passkeys.gateway",
+                        "is required when passkeys.store = \"kubernetes\"".to_owned(),
+                    ));
+                }
+                Some(name) if !is_dns_label(name) => {
+                    return Err((
+                        "passkeys.gateway",
+                        format!("`{name}` is not a lowercase DNS label"),
+                    ));
+                }
+                Some(_) => {}
+            }
+            if let Some(ns) = self.namespace.as_deref().filter(|ns| !is_dns_label(ns)) {
+                return Err((
+                    "passkeys.namespace",
+                    format!("`{ns}` is not a lowercase DNS label"),
+                ));
+            }
+        }
         if self.rp_name.trim().is_empty() {
             return Err(("passkeys.rp_name", "must not be empty".to_owned()));
         }
         Ok(())
     }
+}
+
+/// A Kubernetes namespace or label value we accept: a lowercase RFC 1123 label.
+fn is_dns_label(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 63
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
 }
 
 /// The host of a validated public URL (`scheme://host[:port]`).
@@ -164,5 +226,39 @@ mod tests {
             PasskeysConfig::default().validate(None).is_ok(),
             "off: no checks"
         );
+    }
+
+    #[test]
+    fn the_kubernetes_store_needs_a_gateway_name() {
+        let public = url("https://app.example.com");
+        let kube = PasskeysConfig {
+            enabled: true,
+            store: StoreKind::Kubernetes,
+            ..PasskeysConfig::default()
+        };
+        assert_eq!(
+            kube.validate(Some(&public)).unwrap_err().0,
+            "passkeys.gateway"
+        );
+        let named = PasskeysConfig {
+            gateway: Some("shop".into()),
+            ..kube.clone()
+        };
+        assert!(named.validate(Some(&public)).is_ok());
+        for (bad, key) in [
+            (("Shop", None), "passkeys.gateway"),
+            (("shop", Some("ns_1")), "passkeys.namespace"),
+        ] {
+            let c = PasskeysConfig {
+                gateway: Some(bad.0.into()),
+                namespace: bad.1.map(str::to_owned),
+                ..kube.clone()
+            };
+            assert_eq!(c.validate(Some(&public)).unwrap_err().0, key);
+        }
+        let parsed: PasskeysConfig =
+            toml::from_str("enabled = true\nstore = \"kubernetes\"\ngateway = \"shop\"\n").unwrap();
+        assert_eq!(parsed.store, StoreKind::Kubernetes);
+        assert!(toml::from_str::<PasskeysConfig>("store = \"etcd\"\n").is_err());
     }
 }

@@ -269,6 +269,17 @@ mod tests {
     }
 
     #[test]
+    fn the_file_store_keeps_the_store_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(&dir.path().join("p.json")).unwrap();
+        crate::passkey::store_contract::check(&store, "t-");
+        // And the same once more after a restart, on the same file.
+        drop(store);
+        let store = FileStore::open(&dir.path().join("p.json")).unwrap();
+        crate::passkey::store_contract::check(&store, "u-");
+    }
+
+    #[test]
     fn a_corrupt_file_is_refused_not_emptied() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.json");

@@ -9,8 +9,17 @@
 
 pub mod file_store;
 pub mod invite;
+#[cfg(feature = "kubernetes")]
+pub mod kube_objects;
+#[cfg(feature = "kubernetes")]
+pub mod kube_store;
 pub mod routes;
 pub mod store;
+// Test support only: the contract every store keeps, for the unit tests here and the
+// Kubernetes store's tests against an API server (not in the default binary).
+#[cfg(any(test, feature = "kubernetes"))]
+#[doc(hidden)]
+pub mod store_contract;
 
 use std::sync::Arc;
 
@@ -201,6 +210,8 @@ pub enum PasskeySetupError {
     Webauthn(WebauthnError),
     #[error("passkeys.store_file: {0}")]
     Store(StoreError),
+    #[error("passkeys.store = \"kubernetes\": {0}")]
+    Kubernetes(String),
 }
 
 impl Passkeys {

@@ -1,6 +1,7 @@
 //! The credential store: registered passkeys (public keys and counters, never secrets) and
-//! the invitations already used, behind one trait so that a file on one machine and, later,
-//! Kubernetes custom resources can hold them.
+//! the invitations already used, behind one trait so that a file on one machine
+//! ([`super::file_store`]) and Kubernetes custom resources (`kube_store`, cargo feature
+//! `kubernetes`) can hold them.
 //!
 //! Every implementation keeps an in-memory index: the request path asks it whether a passkey
 //! session's credential still exists (one uncontended read lock and a hash lookup), so a
@@ -128,6 +129,24 @@ impl Index {
             (map, contents.used_invitations.clone());
     }
 
+    /// Adds or replaces one credential (and marks its invitation used).
+    pub fn insert(&self, credential: StoredCredential) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(invitation) = &credential.invitation {
+            inner.1.insert(invitation.clone());
+        }
+        inner.0.insert(credential.id.clone(), credential);
+    }
+
+    /// Drops one credential; its invitation stays used.
+    pub fn remove(&self, id: &str) -> Option<StoredCredential> {
+        self.inner
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .remove(id)
+    }
+
     fn read(
         &self,
     ) -> std::sync::RwLockReadGuard<'_, (HashMap<String, StoredCredential>, BTreeSet<String>)> {
@@ -159,15 +178,5 @@ impl Index {
     }
 }
 
-/// A passkey as webauthn-rs serializes one (an ES256 key; the bytes need not verify here).
 #[cfg(test)]
-pub(crate) fn fixture_passkey() -> webauthn_rs::prelude::Passkey {
-    serde_json::from_value(serde_json::json!({"cred": {
-        "cred_id": "AAEC", "cred": {"type_": "ES256", "key": {"EC_EC2": {"curve": "SECP256R1",
-        "x": vec![1u8; 32], "y": vec![2u8; 32]}}}, "counter": 0, "transports": null, "user_verified": true,
-        "backup_eligible": false, "backup_state": false, "registration_policy": "required",
-        "extensions": {"cred_protect": "NotRequested", "hmac_create_secret": "NotRequested",
-        "appid": "NotRequested", "cred_props": "Ignored"}, "attestation": {"data": "None",
-        "metadata": "None"}, "attestation_format": "none"}}))
-    .unwrap()
-}
+pub(crate) use super::store_contract::fixture_passkey;
