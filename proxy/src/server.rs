@@ -86,7 +86,10 @@ pub async fn serve(
         let service = service_fn(move |req: hyper::Request<Incoming>| {
             let gateway = gateway.clone();
             let peer = peer.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(req, &peer).await) }
+            // Boxed: hyper keeps one allocation the size of this future for the whole life of
+            // the connection, idle keep-alive ones included. Boxing the request's work here
+            // leaves only a few pointers in it; the request's state is freed when it ends.
+            async move { Ok::<_, Infallible>(Box::pin(gateway.handle(req, &peer)).await) }
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();

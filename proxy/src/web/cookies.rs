@@ -239,9 +239,21 @@ pub fn find<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// `(name, value, whole pair)` of one `Cookie` header, trimmed; pairs without `=` are skipped.
 fn pairs(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8], &[u8])> {
-    header.split(|b| *b == b';').filter_map(|pair| {
+    // memchr finds `;` and `=` many bytes at a time: a sealed session is hundreds of bytes
+    // long and this runs twice per request (scan, then the upstream's Cookie header).
+    let mut rest = Some(header);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let (pair, tail) = match memchr::memchr(b';', text) {
+            Some(i) => (&text[..i], Some(&text[i + 1..])),
+            None => (text, None),
+        };
+        rest = tail;
+        Some(pair)
+    })
+    .filter_map(|pair| {
         let pair = pair.trim_ascii();
-        let eq = pair.iter().position(|b| *b == b'=')?;
+        let eq = memchr::memchr(b'=', pair)?;
         Some((pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii(), pair))
     })
 }
