@@ -120,24 +120,8 @@ impl FileStore {
 }
 
 impl CredentialStore for FileStore {
-    fn contains(&self, id: &str) -> bool {
-        self.index.contains(id)
-    }
-
-    fn get(&self, id: &str) -> Option<StoredCredential> {
-        self.index.get(id)
-    }
-
-    fn for_user(&self, user: &str) -> Vec<StoredCredential> {
-        self.index.select(|c| c.user == user)
-    }
-
-    fn for_email(&self, email: &str) -> Vec<StoredCredential> {
-        self.index.select(|c| {
-            c.email
-                .as_deref()
-                .is_some_and(|e| e.eq_ignore_ascii_case(email))
-        })
+    fn index(&self) -> &Index {
+        &self.index
     }
 
     fn invitation_used(&self, invitation: &str) -> bool {

@@ -194,24 +194,8 @@ impl Drop for KubeStore {
 }
 
 impl CredentialStore for KubeStore {
-    fn contains(&self, id: &str) -> bool {
-        self.index.contains(id)
-    }
-
-    fn get(&self, id: &str) -> Option<StoredCredential> {
-        self.index.get(id)
-    }
-
-    fn for_user(&self, user: &str) -> Vec<StoredCredential> {
-        self.index.select(|c| c.user == user)
-    }
-
-    fn for_email(&self, email: &str) -> Vec<StoredCredential> {
-        self.index.select(|c| {
-            c.email
-                .as_deref()
-                .is_some_and(|e| e.eq_ignore_ascii_case(email))
-        })
+    fn index(&self) -> &Index {
+        &self.index
     }
 
     /// The index knows the invitations of the credentials it holds; anything else is asked

@@ -49,15 +49,31 @@ pub enum StoreError {
     Io(String),
 }
 
-/// What every store offers. Reads come from memory; writes are durable when they return.
+/// What every store offers. Reads come from memory (the store's [`Index`]); writes are
+/// durable when they return.
 pub trait CredentialStore: Send + Sync {
+    /// The in-memory index the reads below come from.
+    fn index(&self) -> &Index;
+
     /// True while the credential exists: the per-request revocation check.
-    fn contains(&self, id: &str) -> bool;
-    fn get(&self, id: &str) -> Option<StoredCredential>;
+    fn contains(&self, id: &str) -> bool {
+        self.index().contains(id)
+    }
+    fn get(&self, id: &str) -> Option<StoredCredential> {
+        self.index().get(id)
+    }
     /// The credentials of `user`, oldest first.
-    fn for_user(&self, user: &str) -> Vec<StoredCredential>;
+    fn for_user(&self, user: &str) -> Vec<StoredCredential> {
+        self.index().select(|c| c.user == user)
+    }
     /// The credentials registered for `email` (case-insensitive), oldest first.
-    fn for_email(&self, email: &str) -> Vec<StoredCredential>;
+    fn for_email(&self, email: &str) -> Vec<StoredCredential> {
+        self.index().select(|c| {
+            c.email
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(email))
+        })
+    }
     fn invitation_used(&self, invitation: &str) -> bool;
     /// Adds a credential; refuses a known credential id or an already used invitation, and
     /// records the invitation as used in the same write.
