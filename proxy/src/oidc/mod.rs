@@ -498,7 +498,7 @@ enum Verified {
     Yes,
     /// Refused outright (`email_verified: false`).
     No,
-    /// Not said (claim missing, or a value that is neither a boolean nor `"true"`/`"false"`):
+    /// Not said (claim missing, or not a boolean):
     /// the email is dropped (no allow-list match, no `X-Auth-Request-Email`); groups and the
     /// subject still count.
     Unknown,
