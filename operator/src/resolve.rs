@@ -393,5 +393,8 @@ fn passkeys_config(
     if let Some(name) = &spec.rp_name {
         passkeys.rp_name = name.clone();
     }
+    if let Some(policy) = spec.user_verification {
+        passkeys.user_verification = policy;
+    }
     Ok(())
 }

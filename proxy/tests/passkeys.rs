@@ -42,15 +42,17 @@ fn provider(port: u16) -> OidcProvider {
 /// A proxy on `port` with one OIDC provider (when given), passkeys on, and an allow-list of
 /// example.com.
 fn proxy(upstream: &TestUpstream, port: u16, issuer: Option<&str>) -> Proxy {
-    proxy_with_store(upstream, port, issuer, None).0
+    proxy_with_store(upstream, port, issuer, None, "").0
 }
 
-/// [`proxy`] with a credential store file written beforehand; also returns its path.
+/// [`proxy`] with a credential store file written beforehand and more `[passkeys]`
+/// settings; also returns the store's path.
 fn proxy_with_store(
     upstream: &TestUpstream,
     port: u16,
     issuer: Option<&str>,
     store: Option<Value>,
+    settings: &str,
 ) -> (Proxy, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap().keep();
     let store_file = dir.join("passkeys.json");
@@ -68,7 +70,7 @@ fn proxy_with_store(
     });
     let tail = format!(
         "{oidc}[access]\nallowed_domains = [\"example.com\"]\n\
-         [passkeys]\nenabled = true\nrp_name = \"Vouchrs tests\"\nstore_file = \"{}\"\n",
+         [passkeys]\nenabled = true\nrp_name = \"Vouchrs tests\"\nstore_file = \"{}\"\n{settings}",
         store_file.display()
     );
     let server = Box::leak(format!("public_url = \"http://localhost:{port}\"").into_boxed_str());
@@ -135,6 +137,22 @@ async fn passkey_login(proxy: &Proxy, target: &str, state: &str, authenticator: 
         &[&args[..], &["--authenticator", authenticator]].concat(),
     )
     .await
+}
+
+/// The invitation link `vouchrs-proxy invite` prints for `email`.
+fn invite(proxy: &Proxy, email: &str, ttl: &str) -> String {
+    let config = proxy.dir.path().join("proxy.toml");
+    let output = std::process::Command::new(common::binary())
+        .args(["--config", config.to_str().unwrap()])
+        .args(["invite", "--email", email, "--ttl", ttl])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
 fn alter(credential: &Value, field: &str, edit: impl FnOnce(&mut Vec<u8>)) -> Value {
@@ -504,20 +522,7 @@ async fn an_invitation_registers_one_passkey_once() {
     assert_eq!(expired.json()["error"], "invitation_expired");
 
     // `vouchrs-proxy invite` prints the link.
-    let output = std::process::Command::new(common::binary())
-        .args([
-            "--config",
-            proxy.dir.path().join("proxy.toml").to_str().unwrap(),
-        ])
-        .args(["invite", "--email", "bob@example.com", "--ttl", "24h"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let link = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let link = invite(&proxy, "bob@example.com", "24h");
     assert!(
         link.starts_with(&format!("{base}/auth/passkey/invite?token=")),
         "{link}"
@@ -598,15 +603,7 @@ async fn an_invitation_registers_one_passkey_once() {
     );
 
     // Users outside the access rules may hold an invitation but never get in with it.
-    let output = std::process::Command::new(common::binary())
-        .args([
-            "--config",
-            proxy.dir.path().join("proxy.toml").to_str().unwrap(),
-        ])
-        .args(["invite", "--email", "eve@evil.example", "--ttl", "1h"])
-        .output()
-        .unwrap();
-    let link = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let link = invite(&proxy, "eve@evil.example", "1h");
     let eve = dir.path().join("eve.json");
     let eve_authn = dir.path().join("eve-authenticator.json");
     let (eve, eve_authn) = (eve.to_str().unwrap(), eve_authn.to_str().unwrap());
@@ -633,6 +630,88 @@ async fn an_invitation_registers_one_passkey_once() {
             .contains("not allowed"),
         "{out}"
     );
+}
+
+/// Runs a scenario with the authenticator kept in `authn`, which cannot verify the user.
+async fn no_uv(proxy: &Proxy, args: &[&str], jar: &str, authn: &str) -> Value {
+    let more = [
+        "--state",
+        jar,
+        "--authenticator",
+        authn,
+        "--without-user-verification",
+    ];
+    browser(proxy, &[args, &more[..]].concat()).await
+}
+
+/// Carol's passkey login at the proxy on `port`, with the key that cannot verify. With the
+/// email hint: Chromium keeps such a key's discoverable credential from being listed without
+/// it (credProtect), as real keys do.
+async fn carol_signs_in(proxy: &Proxy, port: u16, jar: &str, authn: &str) -> Value {
+    let target = format!("http://localhost:{port}/app/carol");
+    let login = ["passkey-login", "--start", &target];
+    no_uv(
+        proxy,
+        &[&login[..], &["--email", "carol@example.com"]].concat(),
+        jar,
+        authn,
+    )
+    .await
+}
+
+/// An authenticator that cannot verify the user (a simple security key), behind a client that
+/// asks for no verification whatever the server wants: `preferred` lets it register and sign
+/// in; `required` (the default) refuses both, on the server, for the same credential.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_user_verification_policy_decides_about_keys_that_cannot_verify() {
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (jar, authn) = (path("browser.json"), path("authenticator.json"));
+    // `preferred`: the key registers through an invitation and signs in alone.
+    let port = free_port();
+    let (preferred, store_file) = proxy_with_store(
+        &upstream,
+        port,
+        None,
+        None,
+        "user_verification = \"preferred\"\n",
+    );
+    let link = invite(&preferred, "carol@example.com", "1h");
+    let out = no_uv(&preferred, &["passkey-add", "--url", &link], &jar, &authn).await;
+    assert_eq!(out["outcome"], "navigated", "{out}");
+    let stored: Value = serde_json::from_slice(&std::fs::read(&store_file).unwrap()).unwrap();
+    let out = carol_signs_in(&preferred, port, &jar, &authn).await;
+    assert_eq!(out["outcome"], "navigated", "{out}");
+    assert_eq!(
+        upstream_saw(&out, "x-auth-request-email"),
+        ["carol@example.com"]
+    );
+    drop(preferred);
+
+    // `required`, with the same credential store: the server refuses that key's assertion,
+    // and a new registration with it.
+    let port = free_port();
+    let (required, _) = proxy_with_store(&upstream, port, None, Some(stored), "");
+    let out = carol_signs_in(&required, port, &jar, &authn).await;
+    assert_eq!(out["outcome"], "error", "{out}");
+    let refused = "That passkey could not be verified.";
+    assert_eq!(out["passkeyError"], refused, "{out}");
+    let link = invite(&required, "dave@example.com", "1h");
+    let out = no_uv(&required, &["passkey-add", "--url", &link], &jar, &authn).await;
+    assert_eq!(out["outcome"], "error", "{out}");
+    assert_eq!(out["passkeyError"], refused, "{out}");
+    let metrics = required.metrics();
+    for line in [
+        "vouchrs_passkey_registrations_total{outcome=\"verification_failed\"} 1",
+        "vouchrs_logins_total{provider=\"passkey\",outcome=\"verification_failed\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    // The log says why (the user sees only the sentence above).
+    let log = required.log();
+    let why = "The user verified bit is not set, and required by policy";
+    assert_eq!(log.matches(why).count(), 2, "{log}");
 }
 
 /// A stored credential as the file store keeps it (the key bytes need not verify: these
@@ -664,7 +743,7 @@ async fn passkey_endpoints_refuse_hostile_requests() {
     let port = free_port();
     let store =
         json!({"credentials": [stored_credential("cred-alice", "alice")], "used_invitations": []});
-    let (proxy, store_file) = proxy_with_store(&upstream, port, None, Some(store));
+    let (proxy, store_file) = proxy_with_store(&upstream, port, None, Some(store), "");
     let http = client();
     let base = format!("http://localhost:{port}");
     let host = format!("localhost:{port}");

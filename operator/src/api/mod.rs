@@ -133,6 +133,12 @@ pub struct PasskeysSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
     pub rp_name: Option<String>,
+
+    /// `required` (default): every registration and login must verify the user (PIN,
+    /// fingerprint, face). `preferred`: also accept authenticators that only test presence;
+    /// a passkey registered with verification must keep using it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_verification: Option<vouchrs_proxy::config::UserVerification>,
 }
 
 /// What the operator creates for Prometheus (needs the Prometheus Operator's CRDs,

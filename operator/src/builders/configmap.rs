@@ -72,13 +72,14 @@ mod tests {
     fn passkeys_render_the_kubernetes_store_of_this_gateway() {
         use crate::builders::fixtures::gateway;
         use crate::resolve::{Settings, resolve};
-        use vouchrs_proxy::config::StoreKind;
+        use vouchrs_proxy::config::{StoreKind, UserVerification};
 
         let mut gw = gateway(Tier::Staging);
         gw.spec.passkeys = Some(crate::api::PasskeysSpec {
             enabled: Some(true),
             rp_id: Some("example.com".into()),
             rp_name: Some("Shop".into()),
+            user_verification: Some(UserVerification::Preferred),
         });
         let r = resolve(&gw, &Settings::default()).unwrap();
         let cm = build(&r, &None);
@@ -99,6 +100,7 @@ mod tests {
             (p.rp_id.as_deref(), p.rp_name.as_str()),
             (Some("example.com"), "Shop")
         );
+        assert_eq!(p.user_verification, UserVerification::Preferred);
         assert_eq!(
             parsed.server.public_url.as_ref().map(|u| u.as_str()),
             Some("https://shop.example.com")

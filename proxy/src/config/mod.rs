@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use oidc::{AccessRules, OidcConfig, OidcProvider, ProviderKind, ResponseMode};
-pub use passkeys::{PasskeysConfig, StoreKind};
+pub use passkeys::{PasskeysConfig, StoreKind, UserVerification};
 pub use values::{AuthPrefix, CookieName, HeaderNameText, HumanDuration, PathRule, UpstreamUrl};
 pub use values::{EmailAddress, EmailDomain, ProviderName, ProviderUrl, PublicUrl};
 

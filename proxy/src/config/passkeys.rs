@@ -21,6 +21,11 @@ pub struct PasskeysConfig {
     pub rp_id: Option<String>,
     /// Name authenticators show next to the passkey.
     pub rp_name: String,
+    /// Whether the authenticator must verify the user (PIN, fingerprint, face) at
+    /// registration and at every login: `required` (the default: a passkey alone is then two
+    /// factors) or `preferred` (also accepts authenticators that only test presence, such as
+    /// simple security keys; a passkey registered with verification must keep using it).
+    pub user_verification: UserVerification,
     /// Where credentials are kept: `file` (`store_file`, the default) or `kubernetes`
     /// (`VouchrsPasskey` objects in the gateway's namespace; needs a proxy built with the
     /// `kubernetes` cargo feature).
@@ -54,12 +59,26 @@ pub enum StoreKind {
     Kubernetes,
 }
 
+/// Whether authenticators must verify the user (PIN, fingerprint, face) at passkey
+/// registration and login: `required` (default) or `preferred` (presence-only keys too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum UserVerification {
+    /// Every registration and login must verify the user; others are refused.
+    #[default]
+    Required,
+    /// Ask for verification, accept presence alone from authenticators that cannot verify.
+    Preferred,
+}
+
 impl Default for PasskeysConfig {
     fn default() -> Self {
         Self {
             enabled: false,
             rp_id: None,
             rp_name: "Vouchrs".to_owned(),
+            user_verification: UserVerification::Required,
             store: StoreKind::File,
             store_file: PathBuf::from("/var/lib/vouchrs/passkeys.json"),
             gateway: None,

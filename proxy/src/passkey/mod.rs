@@ -13,6 +13,7 @@ pub mod invite;
 pub mod kube_objects;
 #[cfg(feature = "kubernetes")]
 pub mod kube_store;
+mod relying_party;
 pub mod routes;
 pub mod store;
 // Test support only: the contract every store keeps, for the unit tests here and the
@@ -28,15 +29,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use quick_cache::sync::Cache;
 use serde::{Deserialize, Serialize};
 use webauthn_rs::prelude::{
-    CreationChallengeResponse, DiscoverableAuthentication, PasskeyAuthentication,
-    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
+    CreationChallengeResponse, Credential, PublicKeyCredential, RegisterPublicKeyCredential,
     RequestChallengeResponse, Url, Uuid, WebauthnError,
 };
-use webauthn_rs::{Webauthn, WebauthnBuilder};
+use webauthn_rs_core::proto::{AuthenticationState, RegistrationState};
 
 use crate::config::{AccessRules, EmailAddress, ProxyConfig};
 use crate::session::{Session, SessionSealer};
 use invite::{Invitation, InviteError};
+use relying_party::RelyingParty;
 use store::{CredentialStore, StoreError, StoredCredential};
 
 /// Why a ceremony failed. Each has a fixed metric label and a sentence for the user; details
@@ -170,7 +171,7 @@ pub struct PendingRegistration {
     owner: Owner,
     name: String,
     user_handle: String,
-    /// webauthn-rs's state as JSON (its serde form is made for self-describing formats).
+    /// webauthn-rs-core's state as JSON (its serde form is made for self-describing formats).
     state: String,
     expires_at: u64,
 }
@@ -194,7 +195,7 @@ pub struct LoggedIn {
 
 /// Passkey ceremonies against one credential store.
 pub struct Passkeys {
-    webauthn: Webauthn,
+    relying_party: RelyingParty,
     store: Arc<dyn CredentialStore>,
     access: AccessRules,
     timeout: u64,
@@ -228,11 +229,10 @@ impl Passkeys {
         let origin = Url::parse(public_url.as_str())
             .map_err(|_| PasskeySetupError::Webauthn(WebauthnError::Configuration))?;
         let rp_id = p.effective_rp_id(public_url);
-        let webauthn = WebauthnBuilder::new(&rp_id, &origin)
-            .and_then(|b| b.rp_name(&p.rp_name).build())
+        let relying_party = RelyingParty::new(&rp_id, &p.rp_name, &origin, p.user_verification)
             .map_err(PasskeySetupError::Webauthn)?;
         Ok(Some(Self {
-            webauthn,
+            relying_party,
             store,
             access: config.access.clone(),
             timeout: p.ceremony_timeout.0.as_secs(),
@@ -287,16 +287,10 @@ impl Passkeys {
             .map(|c| c.passkey.cred_id().clone())
             .collect();
         let label = owner.email.clone().unwrap_or_else(|| owner.user.clone());
-        let (mut options, state) = self
-            .webauthn
-            .start_passkey_registration(user_handle, &label, &label, Some(exclude))
+        let (options, state) = self
+            .relying_party
+            .start_registration(user_handle, &label, exclude)
             .map_err(PasskeyError::Internal)?;
-        // Ask for a discoverable credential, so that login needs no username. webauthn-rs
-        // leaves residency to the authenticator; the server verifies the same either way.
-        if let Some(selection) = options.public_key.authenticator_selection.as_mut() {
-            selection.resident_key = Some(webauthn_rs_proto::ResidentKeyRequirement::Required);
-            selection.require_resident_key = true;
-        }
         let pending = PendingRegistration {
             id: random_id(),
             owner,
@@ -316,13 +310,13 @@ impl Passkeys {
         now: u64,
     ) -> Result<StoredCredential, PasskeyError> {
         let pending = self.take(pending, |p| (&p.id, p.expires_at), now)?;
-        let state: PasskeyRegistration =
+        let state: RegistrationState =
             serde_json::from_str(&pending.state).map_err(|_| PasskeyError::NoCeremony)?;
         let answer: RegisterPublicKeyCredential =
             serde_json::from_slice(answer).map_err(|_| PasskeyError::Malformed)?;
         let passkey = self
-            .webauthn
-            .finish_passkey_registration(&answer, &state)
+            .relying_party
+            .finish_registration(&answer, &state)
             .map_err(PasskeyError::Verification)?;
         if let Some(invitation) = &pending.owner.invitation {
             // Checked again under the store's lock by `add`; this only gives an early answer.
@@ -356,26 +350,16 @@ impl Passkeys {
         let known = email
             .map(|e| self.store.for_email(e.trim()))
             .unwrap_or_default();
-        let (options, state, discoverable) = if known.is_empty() {
-            let (mut options, state) = self
-                .webauthn
-                .start_discoverable_authentication()
-                .map_err(PasskeyError::Internal)?;
-            // A button click, not autofill: the browser shows its passkey picker at once.
-            options.mediation = None;
-            (options, to_json(&state)?, true)
-        } else {
-            let passkeys: Vec<_> = known.into_iter().map(|c| c.passkey).collect();
-            let (options, state) = self
-                .webauthn
-                .start_passkey_authentication(&passkeys)
-                .map_err(PasskeyError::Internal)?;
-            (options, to_json(&state)?, false)
-        };
+        let discoverable = known.is_empty();
+        let allowed = known.into_iter().map(|c| Credential::from(c.passkey));
+        let (options, state) = self
+            .relying_party
+            .start_login(allowed.collect())
+            .map_err(PasskeyError::Internal)?;
         let pending = PendingLogin {
             id: random_id(),
             discoverable,
-            state,
+            state: to_json(&state)?,
             return_to: return_to.to_owned(),
             expires_at: now + self.timeout,
         };
@@ -396,28 +380,30 @@ impl Passkeys {
             serde_json::from_slice(answer).map_err(|_| PasskeyError::Malformed)?;
         let id = URL_SAFE_NO_PAD.encode(answer.get_credential_id());
         let mut stored = self.store.get(&id).ok_or(PasskeyError::UnknownCredential)?;
-        let result = if pending.discoverable {
-            let state: DiscoverableAuthentication =
-                serde_json::from_str(&pending.state).map_err(|_| PasskeyError::NoCeremony)?;
+        let state: AuthenticationState =
+            serde_json::from_str(&pending.state).map_err(|_| PasskeyError::NoCeremony)?;
+        let discovered = if pending.discoverable {
             // The user handle the authenticator returned must be the one we registered.
-            let (handle, _) = self
-                .webauthn
-                .identify_discoverable_authentication(&answer)
-                .map_err(PasskeyError::Verification)?;
+            let handle = answer
+                .get_user_unique_id()
+                .and_then(|bytes| Uuid::from_slice(bytes).ok())
+                .ok_or(PasskeyError::Verification(
+                    WebauthnError::InvalidUserUniqueId,
+                ))?;
             if handle.to_string() != stored.user_handle {
                 return Err(PasskeyError::UnknownCredential);
             }
-            self.webauthn
-                .finish_discoverable_authentication_v2(&answer, state, &stored.passkey)
+            Some(Credential::from(stored.passkey.clone()))
         } else {
-            let state: PasskeyAuthentication =
-                serde_json::from_str(&pending.state).map_err(|_| PasskeyError::NoCeremony)?;
-            self.webauthn.finish_passkey_authentication(&answer, &state)
+            None
         };
-        let result = result.map_err(|error| match error {
-            WebauthnError::CredentialPossibleCompromise => PasskeyError::CounterRegressed,
-            other => PasskeyError::Verification(other),
-        })?;
+        let result = self
+            .relying_party
+            .finish_login(&answer, &state, discovered.as_ref())
+            .map_err(|error| match error {
+                WebauthnError::CredentialPossibleCompromise => PasskeyError::CounterRegressed,
+                other => PasskeyError::Verification(other),
+            })?;
         let email = stored
             .email
             .as_deref()
@@ -497,13 +483,18 @@ mod tests {
     use super::*;
     use crate::passkey::file_store::FileStore;
     use crate::session::tests::{ring_text, sealer};
+    use webauthn_rs_core::proto::{ResidentKeyRequirement, UserVerificationPolicy};
 
     const NOW: u64 = 1_800_000_000;
 
     fn passkeys(dir: &std::path::Path) -> Passkeys {
+        passkeys_with(dir, "")
+    }
+
+    fn passkeys_with(dir: &std::path::Path, settings: &str) -> Passkeys {
         let config = ProxyConfig::parse(&format!(
             "[server]\npublic_url = \"https://app.example.com\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n\
-             [passkeys]\nenabled = true\nstore_file = \"{}\"\n",
+             [passkeys]\nenabled = true\nstore_file = \"{}\"\n{settings}",
             dir.join("p.json").display()
         ))
         .unwrap();
@@ -554,11 +545,59 @@ mod tests {
         assert_eq!(pending.name, "Laptop");
         let selection = options.public_key.authenticator_selection.unwrap();
         assert!(selection.require_resident_key);
+        assert_eq!(
+            selection.resident_key,
+            Some(ResidentKeyRequirement::Required)
+        );
         let err = p
             .finish_registration(Some(pending), b"{}", NOW)
             .err()
             .unwrap();
         assert_eq!(err.label(), "malformed");
         assert!(p.store().for_user("u").is_empty());
+    }
+
+    #[test]
+    fn the_user_verification_policy_reaches_both_ceremonies() {
+        let owner = || Owner {
+            user: "u".into(),
+            email: None,
+            groups: vec![],
+            invitation: None,
+        };
+        for (settings, policy) in [
+            ("", UserVerificationPolicy::Required),
+            (
+                "user_verification = \"required\"\n",
+                UserVerificationPolicy::Required,
+            ),
+            (
+                "user_verification = \"preferred\"\n",
+                UserVerificationPolicy::Preferred,
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let p = passkeys_with(dir.path(), settings);
+            let (create, _) = p.start_registration(owner(), "Key", NOW).unwrap();
+            let selection = create.public_key.authenticator_selection.unwrap();
+            assert_eq!(selection.user_verification, policy, "{settings}");
+            let (get, pending) = p.start_login(None, "/", NOW).unwrap();
+            assert_eq!(get.public_key.user_verification, policy, "{settings}");
+            // A click, not autofill: no conditional mediation.
+            assert!(get.mediation.is_none());
+            // The policy is sealed into the ceremony with the challenge: webauthn-rs-core
+            // checks the answer against it.
+            assert!(pending.state.contains(&format!(
+                "\"policy\":{}",
+                serde_json::to_string(&policy).unwrap()
+            )));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let bad = ProxyConfig::parse(&format!(
+            "[server]\npublic_url = \"https://app.example.com\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n\
+             [passkeys]\nenabled = true\nstore_file = \"{}\"\nuser_verification = \"discouraged\"\n",
+            dir.path().join("p.json").display()
+        ));
+        assert!(bad.is_err(), "only required and preferred are offered");
     }
 }

@@ -15,6 +15,9 @@
 // Passkey scenarios run with the DevTools virtual authenticator (CTAP2, internal transport,
 // resident keys, user verification on and passing). --authenticator FILE keeps its credentials
 // (private keys included: test-only) between runs: loaded before, saved after.
+// --without-user-verification: an authenticator that cannot verify the user (presence only),
+// behind a client that asks for no verification whatever the server wanted, so the server's
+// policy alone decides.
 // Common: [--state FILE] (alias --cookie-jar: Playwright storageState, loaded if the file exists,
 // saved after a successful scenario), [--timeout MS] (per step, default 15000),
 // [--cookie-values] (include cookie values in the output). See README.md.
@@ -41,7 +44,7 @@ try {
       state: { type: 'string' }, 'cookie-jar': { type: 'string' }, timeout: { type: 'string', default: '15000' },
       'cookie-values': { type: 'boolean' },
       authenticator: { type: 'string' }, name: { type: 'string' }, email: { type: 'string' },
-      count: { type: 'string', default: '1' },
+      count: { type: 'string', default: '1' }, 'without-user-verification': { type: 'boolean' },
     },
   });
 } catch (err) {
@@ -157,12 +160,14 @@ async function visible(locator) {
 let authenticator = null; // { cdp, authenticatorId }
 
 async function addAuthenticator(context, page) {
+  const verifies = !opts['without-user-verification'];
+  if (!verifies) await context.addInitScript(askForNoUserVerification);
   const cdp = await context.newCDPSession(page);
   await cdp.send('WebAuthn.enable');
   const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
     options: {
       protocol: 'ctap2', transport: 'internal', hasResidentKey: true,
-      hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true,
+      hasUserVerification: verifies, isUserVerified: verifies, automaticPresenceSimulation: true,
     },
   });
   const file = opts.authenticator;
@@ -172,6 +177,28 @@ async function addAuthenticator(context, page) {
     }
   }
   authenticator = { cdp, authenticatorId };
+}
+
+// Runs in the page: rewrites the options of every WebAuthn call to userVerification
+// "discouraged" (and drops the credProtect request that would make Chromium refuse a key that
+// cannot verify), as a client ignoring the relying party's requirements would.
+function askForNoUserVerification() {
+  const credentials = navigator.credentials;
+  const create = credentials.create.bind(credentials);
+  const get = credentials.get.bind(credentials);
+  credentials.create = (options) => {
+    const pk = options.publicKey;
+    pk.authenticatorSelection = { ...pk.authenticatorSelection, userVerification: 'discouraged' };
+    if (pk.extensions) {
+      delete pk.extensions.credentialProtectionPolicy;
+      delete pk.extensions.enforceCredentialProtectionPolicy;
+    }
+    return create(options);
+  };
+  credentials.get = (options) => {
+    options.publicKey.userVerification = 'discouraged';
+    return get(options);
+  };
 }
 
 async function saveAuthenticator() {
