@@ -504,14 +504,16 @@ enum Verified {
     Unknown,
 }
 
-/// Reads `email_verified`. Only a boolean counts (a string such as Apple's and Cognito's
-/// `"true"` already fails to parse in `openidconnect` at the code exchange; were it to pass,
-/// it would vouch for nothing). Entra sends no `email_verified`; its optional `xms_edov` claim
-/// ("email domain owner verified") vouches instead.
+/// Reads `email_verified`: a boolean, or the strings `"true"`/`"false"` that Apple and Cognito
+/// send (as `openidconnect` accepts them at the code exchange); anything else vouches for
+/// nothing. Entra sends no `email_verified`; its optional `xms_edov` claim ("email domain owner
+/// verified") vouches instead.
 fn email_verified(kind: ProviderKind, claims: &Map<String, Value>) -> Verified {
     let read = |name: &str| match claims.get(name) {
         Some(Value::Bool(true)) => Verified::Yes,
         Some(Value::Bool(false)) => Verified::No,
+        Some(Value::String(text)) if text == "true" => Verified::Yes,
+        Some(Value::String(text)) if text == "false" => Verified::No,
         _ => Verified::Unknown,
     };
     match read("email_verified") {
@@ -546,13 +548,15 @@ mod tests {
         let generic = ProviderKind::Generic;
         for (claims, want) in [
             (serde_json::json!({"email_verified": true}), Verified::Yes),
+            (serde_json::json!({"email_verified": "true"}), Verified::Yes),
+            (serde_json::json!({"email_verified": false}), Verified::No),
+            (serde_json::json!({"email_verified": "false"}), Verified::No),
             (
-                serde_json::json!({"email_verified": "true"}),
+                serde_json::json!({"email_verified": "TRUE"}),
                 Verified::Unknown,
             ),
-            (serde_json::json!({"email_verified": false}), Verified::No),
             (
-                serde_json::json!({"email_verified": "false"}),
+                serde_json::json!({"email_verified": " true"}),
                 Verified::Unknown,
             ),
             (serde_json::json!({}), Verified::Unknown),
