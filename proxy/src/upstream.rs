@@ -1,5 +1,9 @@
 //! The connection pool to the application: HTTP/1.1 keep-alive over TCP or rustls, with a
 //! connect timeout (→ 502) and a response-head timeout (→ 504). Bodies stream both ways.
+//!
+//! [`Upstream`] is the shared part (where requests go); each serving thread takes its own
+//! [`UpstreamClient`] from it, so a pooled connection is only ever driven by the thread that
+//! opened it and a request never waits for a wake-up on another core.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,12 +32,22 @@ pub enum UpstreamSetupError {
     Tls(#[from] rustls::Error),
 }
 
+/// Where requests go and how to connect there; shared by all serving threads.
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    connector: HttpsConnector<HttpConnector>,
+    pool_idle_timeout: Duration,
     scheme: Scheme,
     authority: Authority,
     host: HeaderValue,
     pass_host_header: bool,
+    response_timeout: Duration,
+}
+
+/// One serving thread's connection pool to the upstream. Cheap to clone (the pool is shared
+/// by the clones); use it only on the thread it was made for.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    client: Client<HttpsConnector<HttpConnector>, Incoming>,
     response_timeout: Duration,
 }
 
@@ -54,14 +68,9 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout.0)
-            .pool_max_idle_per_host(1024)
-            .build(connector);
         Ok(Self {
-            client,
+            connector,
+            pool_idle_timeout: config.pool_idle_timeout.0,
             scheme: if config.url.https {
                 Scheme::HTTPS
             } else {
@@ -73,6 +82,20 @@ impl Upstream {
             pass_host_header: config.pass_host_header,
             response_timeout: config.response_timeout.0,
         })
+    }
+
+    /// A new, empty connection pool, for one serving thread.
+    pub fn client(&self) -> UpstreamClient {
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(self.pool_idle_timeout)
+            .pool_max_idle_per_host(1024)
+            .build(self.connector.clone());
+        UpstreamClient {
+            client,
+            response_timeout: self.response_timeout,
+        }
     }
 
     /// Points the request at the upstream (same path and query, byte for byte), as HTTP/1.1.
@@ -101,7 +124,9 @@ impl Upstream {
         *req.uri_mut() = Uri::from_parts(parts).expect("valid parts");
         *req.version_mut() = Version::HTTP_11;
     }
+}
 
+impl UpstreamClient {
     /// Sends a retargeted request and waits for the response head.
     pub async fn send(
         &self,
