@@ -66,6 +66,7 @@ pub async fn serve(
     let builder = connection_builder(config);
     // This thread's own pool: its connections are driven by this runtime only.
     let pool = gateway.upstream().client();
+    tokio::spawn(pool.clone().close_idle());
     let graceful = GracefulShutdown::new();
     let handshake_timeout = config.header_read_timeout.0;
     let scheme = if tls.is_some() { "https" } else { "http" };
