@@ -158,14 +158,14 @@ impl UpstreamClient {
     /// Closes connections idle for longer than `pool_idle_timeout`; runs as long as the
     /// serving thread's runtime does.
     pub async fn close_idle(self) {
-        let period = self.0.idle_timeout.max(Duration::from_secs(1));
-        let mut ticker = tokio::time::interval(period);
+        let timeout = self.0.idle_timeout;
+        let mut ticker = tokio::time::interval(timeout.max(Duration::from_secs(1)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
             self.0
                 .lock()
-                .retain(|idle| idle.since.elapsed() < period && !idle.sender.is_closed());
+                .retain(|idle| idle.since.elapsed() < timeout && !idle.sender.is_closed());
         }
     }
 
