@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, Draining};
@@ -136,31 +136,48 @@ impl App {
     }
 
     /// Serves until SIGTERM or SIGINT, then drains: readiness off, wait `drain_delay`, close the
-    /// listener, let in-flight requests finish within `shutdown_grace`.
-    pub async fn run(self) -> Result<(), StartError> {
+    /// listeners, let in-flight requests finish within `shutdown_grace`.
+    ///
+    /// The calling thread runs the control side on a small runtime of its own (signals, the
+    /// admin listener, key ring and passkey store reloads); requests are served by
+    /// `runtime.worker_threads` threads, each with its own runtime, listening socket and
+    /// upstream pool (see `server`).
+    pub fn run(self) -> Result<(), StartError> {
+        let control = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(StartError::Bind)?;
+        control.block_on(self.serve(control.handle().clone()))
+    }
+
+    async fn serve(self, control: tokio::runtime::Handle) -> Result<(), StartError> {
         let server_config = &self.config.server;
-        let listener = server::bind(server_config.listen, "server.listen")
-            .await
+        let workers = self
+            .config
+            .runtime
+            .worker_threads
+            .map_or_else(server::default_workers, usize::from);
+        let listeners = server::bind_shared(server_config.listen, workers, "server.listen")
             .map_err(StartError::Bind)?;
         let admin_listener = server::bind(server_config.admin_listen, "server.admin_listen")
             .await
             .map_err(StartError::Bind)?;
 
         let draining = Draining::default();
-        tokio::spawn(admin::serve(admin_listener, draining.clone()));
-        tokio::spawn(keyring::watch_file(
+        control.spawn(admin::serve(admin_listener, draining.clone()));
+        control.spawn(keyring::watch_file(
             self.config.session.keyring_file.clone(),
             self.ring.clone(),
             self.config.session.keyring_poll.0,
         ));
 
         if let Some(store) = self.passkey_store.clone() {
-            tokio::spawn(reload_store(store));
+            control.spawn(reload_store(store));
         }
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let drain_delay = server_config.drain_delay.0;
-        tokio::spawn(async move {
+        control.spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutdown requested; readiness off");
             draining.start();
@@ -168,14 +185,51 @@ impl App {
             let _ = stop_tx.send(true);
         });
 
+        // One connection limit for the process, whichever thread accepts.
+        let limit = Arc::new(Semaphore::new(server_config.max_connections as usize));
+        let mut finished = Vec::with_capacity(listeners.len());
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(StartError::Bind)?;
+            // Registered with the worker's own runtime, so its readiness events go there.
+            let listener = {
+                let _entered = runtime.enter();
+                tokio::net::TcpListener::from_std(listener).map_err(StartError::Bind)?
+            };
+            let (tls, gateway, config) = (
+                self.tls.clone(),
+                self.gateway.clone(),
+                server_config.clone(),
+            );
+            let (limit, stop_rx) = (limit.clone(), stop_rx.clone());
+            let (done_tx, done_rx) = oneshot::channel();
+            std::thread::Builder::new()
+                .name(format!("vouchrs-worker-{index}"))
+                .spawn(move || {
+                    let drained = runtime.block_on(server::serve(
+                        listener, tls, gateway, &config, limit, stop_rx,
+                    ));
+                    let _ = done_tx.send(drained);
+                })
+                .map_err(StartError::Bind)?;
+            finished.push(done_rx);
+        }
+
         tracing::info!(
             listen = %server_config.listen,
             admin = %server_config.admin_listen,
             upstream = %self.config.upstream.url,
             tls = self.tls.is_some(),
+            workers,
             "vouchrs-proxy ready"
         );
-        let drained = server::serve(listener, self.tls, self.gateway, server_config, stop_rx).await;
+        let mut drained = true;
+        for done in finished {
+            // A worker that vanished without answering did not drain cleanly.
+            drained &= done.await.unwrap_or(false);
+        }
         if !drained {
             tracing::warn!("grace period over; closing remaining connections");
         }

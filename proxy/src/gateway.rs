@@ -16,7 +16,7 @@ use crate::metrics::{METRICS, SessionOutcome, UpstreamFailure};
 use crate::oidc::refresh::{self, Refreshed};
 use crate::session::cache::ValidatedCookies;
 use crate::session::{Rejected, Session, SessionSealer};
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamClient};
 use crate::web::cookies::{self, CookieNames, ScannedCookies};
 use crate::web::headers::{self, HeaderRules, IdentityValues, Peer};
 use crate::web::path;
@@ -91,13 +91,23 @@ impl Gateway {
         &self.header_rules
     }
 
-    /// Handles one request from a client.
-    pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
+    /// The shared upstream settings; each serving thread takes its own client from them.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// Handles one request from a client, forwarding through this thread's `pool`.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: &Peer,
+        pool: &UpstreamClient,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let method = req.method().clone();
         let path_for_log = self.access_log.then(|| req.uri().path().to_owned());
 
-        let (response, outcome) = self.route(req, peer).await;
+        let (response, outcome) = self.route(req, peer, pool).await;
 
         METRICS.response(response.status().as_u16(), started.elapsed());
         if let Some(path) = path_for_log {
@@ -119,6 +129,7 @@ impl Gateway {
         &self,
         mut req: Request<Incoming>,
         peer: &Peer,
+        pool: &UpstreamClient,
     ) -> (Response<ProxyBody>, SessionOutcome) {
         let now = unix_now();
         let html = respond::wants_html(req.headers());
@@ -232,7 +243,7 @@ impl Gateway {
 
         // Forward; the upstream's answer streams back as it arrives.
         self.upstream.retarget(&mut req);
-        let mut response = match self.upstream.send(req).await {
+        let mut response = match pool.send(req).await {
             Ok(response) => response,
             Err(failure) => {
                 METRICS.upstream_failure(failure);

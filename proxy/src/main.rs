@@ -110,15 +110,7 @@ fn main() -> ExitCode {
     }
 
     let _log = vouchrs_proxy::telemetry::init(&runtime);
-    let mut tokio = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = runtime.worker_threads {
-        tokio.worker_threads(threads.into());
-    }
-    let result = tokio
-        .enable_all()
-        .build()
-        .map_err(app::StartError::Bind)
-        .and_then(|rt| rt.block_on(app.run()));
+    let result = app.run();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

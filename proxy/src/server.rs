@@ -1,5 +1,10 @@
 //! Accepting client connections: a connection limit, optional TLS with ALPN, HTTP/1.1 and
 //! HTTP/2 on one port, and a graceful drain when asked to stop.
+//!
+//! Thread per core, like nginx's worker processes: each serving thread runs its own
+//! single-threaded runtime with its own listening socket on the shared port (`SO_REUSEPORT`,
+//! the kernel spreads new connections over them) and its own upstream pool, so a request
+//! is read, forwarded and answered on one thread, with no hand-off between cores.
 
 use std::convert::Infallible;
 use std::io;
@@ -47,17 +52,21 @@ pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsSetupError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `listener` until `stop` turns true, then lets open connections finish for up to
-/// `shutdown_grace`. Returns false when connections were still open as the grace ran out.
+/// Serves `listener` on the current (single-threaded) runtime until `stop` turns true, then
+/// lets open connections finish for up to `shutdown_grace`. Returns false when connections
+/// were still open as the grace ran out. `limit` is shared by all serving threads.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     gateway: Arc<Gateway>,
     config: &ServerConfig,
+    limit: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) -> bool {
     let builder = connection_builder(config);
-    let limit = Arc::new(Semaphore::new(config.max_connections as usize));
+    // This thread's own pool: its connections are driven by this runtime only.
+    let pool = gateway.upstream().client();
+    tokio::spawn(pool.clone().close_idle());
     let graceful = GracefulShutdown::new();
     let handshake_timeout = config.header_read_timeout.0;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -83,13 +92,15 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let peer = Arc::new(gateway.header_rules().peer(addr.ip(), scheme));
         let gateway = gateway.clone();
+        let pool = pool.clone();
         let service = service_fn(move |req: hyper::Request<Incoming>| {
             let gateway = gateway.clone();
             let peer = peer.clone();
+            let pool = pool.clone();
             // Boxed: hyper keeps one allocation the size of this future for the whole life of
             // the connection, idle keep-alive ones included. Boxing the request's work here
             // leaves only a few pointers in it; the request's state is freed when it ends.
-            async move { Ok::<_, Infallible>(Box::pin(gateway.handle(req, &peer)).await) }
+            async move { Ok::<_, Infallible>(Box::pin(gateway.handle(req, &peer, &pool)).await) }
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();
@@ -160,9 +171,79 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// How many serving threads to run when the config does not say: the cores this process may
+/// use (CPU affinity and cgroup CPU quota included, so a pod limited to 200m gets one).
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Binds `count` listening sockets to `addr` with `SO_REUSEPORT`, one per serving thread.
+/// With port 0 the first socket picks the port and the others join it. Each socket is
+/// non-blocking, ready for `TcpListener::from_std` on its thread's runtime.
+pub fn bind_shared(
+    addr: std::net::SocketAddr,
+    count: usize,
+    key: &str,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("{key} = {addr}: {e}"));
+    let mut bound_to = addr;
+    let mut listeners = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(bound_to),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .map_err(named)?;
+        // As tokio's own `TcpListener::bind` does: a restart may rebind at once.
+        socket.set_reuse_address(true).map_err(named)?;
+        socket.set_reuse_port(true).map_err(named)?;
+        socket.set_nonblocking(true).map_err(named)?;
+        socket.bind(&bound_to.into()).map_err(named)?;
+        socket.listen(1024).map_err(named)?;
+        let listener = std::net::TcpListener::from(socket);
+        bound_to = listener.local_addr().map_err(named)?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
 /// Binds a listener, naming the config key in the error.
 pub async fn bind(addr: std::net::SocketAddr, key: &str) -> io::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| io::Error::new(e.kind(), format!("{key} = {addr}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_listeners_join_the_port_the_first_one_picked() {
+        let listeners = bind_shared("127.0.0.1:0".parse().unwrap(), 3, "server.listen").unwrap();
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        assert_eq!(ports.len(), 3);
+        assert_ne!(ports[0], 0);
+        assert!(ports.iter().all(|p| *p == ports[0]), "{ports:?}");
+    }
+
+    #[test]
+    fn a_port_held_without_reuseport_is_refused_with_the_setting_named() {
+        // Another program's plain listener: we must not share its port.
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        let error = bind_shared(addr, 2, "server.listen").unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
+        assert!(error.to_string().starts_with("server.listen = "), "{error}");
+    }
+
+    #[test]
+    fn at_least_one_listener() {
+        let listeners = bind_shared("127.0.0.1:0".parse().unwrap(), 0, "server.listen").unwrap();
+        assert_eq!(listeners.len(), 1);
+    }
 }

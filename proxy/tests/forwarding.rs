@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -448,4 +450,97 @@ async fn https_upstreams_are_verified_against_the_configured_ca() {
     let cookie = proxy.cookie_for("alice");
     let r = get(&c, &proxy.url("/over-tls"), &[("cookie", &cookie)]).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+}
+
+/// A raw HTTP/1.1 keep-alive upstream answering `ok` to every request, counting the
+/// connections it accepted and the ones the proxy closed.
+async fn counting_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (accepted, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let counters = (accepted.clone(), closed.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counters.0.fetch_add(1, Ordering::SeqCst);
+            let closed = counters.1.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut got = Vec::new();
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                    // Bodiless requests only: each head ends one request.
+                    while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        got.drain(..end + 4);
+                        let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if stream.write_all(reply).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                closed.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, accepted, closed)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_then_closed_when_idle() {
+    use std::io::{Read, Write};
+    let (upstream, accepted, closed) = counting_upstream().await;
+    let proxy = Proxy::start(
+        &format!("http://{upstream}"),
+        Extra {
+            upstream: "pool_idle_timeout = \"1s\"".into(),
+            ..Extra::default()
+        },
+    );
+    let cookie = proxy.cookie_for("alice");
+    // One client connection is served by one thread, so its requests share one upstream
+    // connection, taken back into the pool as each response ends.
+    let addr = proxy.addr;
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let request = format!("GET / HTTP/1.1\r\nHost: a\r\nCookie: {cookie}\r\n\r\n");
+        let mut answers = Vec::new();
+        for _ in 0..20 {
+            client.write_all(request.as_bytes()).unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.ends_with(b"\r\n\r\nok") {
+                let n = client.read(&mut buf).unwrap();
+                assert!(n > 0, "the proxy closed the client connection");
+                got.extend_from_slice(&buf[..n]);
+            }
+            answers.push(String::from_utf8_lossy(&got).into_owned());
+        }
+        answers
+    })
+    .await
+    .unwrap();
+    assert!(answers.iter().all(|a| a.starts_with("HTTP/1.1 200")));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one upstream connection"
+    );
+    // Idle past pool_idle_timeout: the pool closes it (bounded wait, no timing asserted).
+    for _ in 0..100 {
+        if closed.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        closed.load(Ordering::SeqCst),
+        1,
+        "idle upstream connection left open"
+    );
 }

@@ -160,7 +160,9 @@ pub struct IdentityHeaders {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
-    /// Tokio worker threads (`TOKIO_WORKER_THREADS`); unset: one per available core.
+    /// Serving threads (`TOKIO_WORKER_THREADS`), each with its own single-threaded runtime,
+    /// listening socket and upstream pool; unset: one per core this process may use (CPU
+    /// affinity and cgroup quota included).
     pub worker_threads: Option<u16>,
     /// tracing filter (`RUST_LOG`), e.g. `info` or `vouchrs_proxy=debug`.
     pub log_filter: String,

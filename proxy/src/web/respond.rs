@@ -5,11 +5,10 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// Every response body: streamed from the upstream, or one of ours.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<crate::upstream::Body, Full<Bytes>>;
 
 /// Why the proxy answers instead of the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
