@@ -186,6 +186,12 @@ pub fn bind_shared(
     key: &str,
 ) -> io::Result<Vec<std::net::TcpListener>> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("{key} = {addr}: {e}"));
+    if addr.port() != 0 {
+        // `SO_REUSEPORT` would let us join a port another process (a second proxy started by
+        // mistake, say) already listens on, and split its traffic. A plain bind first fails
+        // on any listener there, as a bind without it always did.
+        probe_free(addr).map_err(named)?;
+    }
     let mut bound_to = addr;
     let mut listeners = Vec::with_capacity(count);
     for _ in 0..count.max(1) {
@@ -206,6 +212,18 @@ pub fn bind_shared(
         listeners.push(listener);
     }
     Ok(listeners)
+}
+
+/// Fails with `AddrInUse` when something listens on `addr`.
+fn probe_free(addr: std::net::SocketAddr) -> io::Result<()> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    // Connections of a previous run in TIME_WAIT must not count as in use.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
 }
 
 /// Binds a listener, naming the config key in the error.
@@ -239,6 +257,17 @@ mod tests {
         let error = bind_shared(addr, 2, "server.listen").unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
         assert!(error.to_string().starts_with("server.listen = "), "{error}");
+    }
+
+    #[test]
+    fn a_second_proxy_cannot_join_a_port_we_serve() {
+        let ours = bind_shared("127.0.0.1:0".parse().unwrap(), 2, "server.listen").unwrap();
+        let addr = ours[0].local_addr().unwrap();
+        let error = bind_shared(addr, 2, "server.listen").unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
+        // Once we are gone the port is free again.
+        drop(ours);
+        assert_eq!(bind_shared(addr, 2, "server.listen").unwrap().len(), 2);
     }
 
     #[test]
