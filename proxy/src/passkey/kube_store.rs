@@ -15,8 +15,11 @@
 //!
 //! The [`CredentialStore`] trait is synchronous (the file store does blocking file I/O), so
 //! the store runs its client and watch on a runtime of its own (one thread) and callers wait
-//! for it; on a multi-threaded Tokio worker the wait goes through `block_in_place`, so the
-//! proxy's other tasks keep running even with one worker thread.
+//! for it; on a multi-threaded Tokio worker the wait goes through `block_in_place`. The proxy's
+//! serving threads are single-threaded runtimes (thread per core), so there a write (a
+//! registration, a login's counter update, a removal) holds up that thread's other connections
+//! until the API server answers, for at most `CALL_TIMEOUT` when it does not. Reads (the
+//! per-request revocation check, lookups) never wait: they use the watch-backed index.
 //!
 //! While the API server is unreachable the watch retries with backoff and the index keeps
 //! the last known credentials; a re-list replaces the index as a whole once complete.
