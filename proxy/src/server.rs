@@ -195,14 +195,7 @@ pub fn bind_shared(
     let mut bound_to = addr;
     let mut listeners = Vec::with_capacity(count);
     for _ in 0..count.max(1) {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(bound_to),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )
-        .map_err(named)?;
-        // As tokio's own `TcpListener::bind` does: a restart may rebind at once.
-        socket.set_reuse_address(true).map_err(named)?;
+        let socket = tcp_socket(bound_to).map_err(named)?;
         socket.set_reuse_port(true).map_err(named)?;
         socket.set_nonblocking(true).map_err(named)?;
         socket.bind(&bound_to.into()).map_err(named)?;
@@ -216,14 +209,19 @@ pub fn bind_shared(
 
 /// Fails with `AddrInUse` when something listens on `addr`.
 fn probe_free(addr: std::net::SocketAddr) -> io::Result<()> {
+    tcp_socket(addr)?.bind(&addr.into())
+}
+
+/// A TCP socket for `addr` with `SO_REUSEADDR`, as tokio's `TcpListener::bind` makes: a
+/// restart may rebind at once, connections of a previous run in TIME_WAIT do not count.
+fn tcp_socket(addr: std::net::SocketAddr) -> io::Result<socket2::Socket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         Some(socket2::Protocol::TCP),
     )?;
-    // Connections of a previous run in TIME_WAIT must not count as in use.
     socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())
+    Ok(socket)
 }
 
 /// Binds a listener, naming the config key in the error.
