@@ -5,6 +5,9 @@
 //! single-threaded runtime with its own listening socket on the shared port (`SO_REUSEPORT`,
 //! the kernel spreads new connections over them) and its own upstream pool, so a request
 //! is read, forwarded and answered on one thread, with no hand-off between cores.
+//!
+//! Plain HTTP/1.1 connections let go of hyper (and its buffers) while idle (`keep_alive`), so
+//! an idle keep-alive connection costs little more than its socket.
 
 use std::convert::Infallible;
 use std::io;
@@ -12,20 +15,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ServerConfig, TlsFiles};
 use crate::gateway::Gateway;
 use crate::metrics::METRICS;
+use crate::upstream::UpstreamClient;
+use crate::web::headers::Peer;
+use crate::web::respond::ProxyBody;
+use keep_alive::Tracked;
+
+mod keep_alive;
 
 /// Why TLS could not be set up from the configured files.
 #[derive(Debug, thiserror::Error)]
@@ -63,12 +73,12 @@ pub async fn serve(
     limit: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) -> bool {
-    let builder = connection_builder(config);
+    let builders = Arc::new(Builders::new(config));
     // This thread's own pool: its connections are driven by this runtime only.
     let pool = gateway.upstream().client();
     tokio::spawn(pool.clone().close_idle());
-    let graceful = GracefulShutdown::new();
-    let handshake_timeout = config.header_read_timeout.0;
+    // Every connection task holds a receiver: draining flips it, then waits for them all.
+    let (drain, draining) = watch::channel(false);
     let scheme = if tls.is_some() { "https" } else { "http" };
 
     loop {
@@ -90,85 +100,182 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let peer = Arc::new(gateway.header_rules().peer(addr.ip(), scheme));
-        let gateway = gateway.clone();
-        let pool = pool.clone();
-        let service = service_fn(move |req: hyper::Request<Incoming>| {
-            let gateway = gateway.clone();
-            let peer = peer.clone();
-            let pool = pool.clone();
-            // Boxed: hyper keeps one allocation the size of this future for the whole life of
-            // the connection, idle keep-alive ones included. Boxing the request's work here
-            // leaves only a few pointers in it; the request's state is freed when it ends.
-            async move { Ok::<_, Infallible>(Box::pin(gateway.handle(req, &peer, &pool)).await) }
-        });
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let tls = tls.clone();
-        tokio::spawn(async move {
+        let handler = Handler {
+            peer: Arc::new(gateway.header_rules().peer(addr.ip(), scheme)),
+            gateway: gateway.clone(),
+            pool: pool.clone(),
+        };
+        let (builders, draining, tls) = (builders.clone(), draining.clone(), tls.clone());
+        let task = async move {
             METRICS.connection_opened();
             match tls {
-                None => serve_connection(&builder, stream, service, watcher).await,
+                None => serve_plain(stream, &builders, handler, draining).await,
+                // Boxed, like every path but the plain one, so that an idle plain connection's
+                // task is no bigger than what it holds (the socket) needs.
                 Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            serve_connection(&builder, stream, service, watcher).await
-                        }
-                        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
-                    }
+                    Box::pin(serve_tls(stream, acceptor, &builders, handler, draining)).await
                 }
             }
             METRICS.connection_closed();
             drop(permit);
-        });
+        };
+        tokio::spawn(task);
     }
 
     drop(listener);
-    let open = graceful.count();
-    tracing::info!(connections = open, "listener closed; draining");
-    tokio::time::timeout(config.shutdown_grace.0, graceful.shutdown())
+    drop(draining);
+    tracing::info!(
+        connections = drain.receiver_count(),
+        "listener closed; draining"
+    );
+    drain.send_replace(true);
+    tokio::time::timeout(config.shutdown_grace.0, drain.closed())
         .await
         .is_ok()
 }
 
-async fn serve_connection<I, S>(
-    builder: &auto::Builder<TokioExecutor>,
+/// What every request on one client connection needs.
+#[derive(Clone)]
+struct Handler {
+    gateway: Arc<Gateway>,
+    peer: Arc<Peer>,
+    pool: UpstreamClient,
+}
+
+impl Handler {
+    fn handle(
+        &self,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + use<> {
+        let Handler {
+            gateway,
+            peer,
+            pool,
+        } = self.clone();
+        // Boxed: hyper keeps one allocation the size of this future for as long as it serves
+        // the connection; boxing the request's work leaves only a few pointers in it.
+        async move { Ok(Box::pin(gateway.handle(req, &peer, &pool)).await) }
+    }
+}
+
+/// Plain HTTP: HTTP/2 with prior knowledge opens with its preface (`PRI * HTTP/2.0`), which
+/// no HTTP/1 request starts with; everything else is HTTP/1.1, served so that an idle
+/// keep-alive connection holds no buffers.
+async fn serve_plain(
+    stream: TcpStream,
+    builders: &Builders,
+    handler: Handler,
+    draining: watch::Receiver<bool>,
+) {
+    let mut first = [0u8; 2];
+    let n = match tokio::time::timeout(builders.idle_timeout, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => n,
+        _ => return,
+    };
+    if first[..n] == b"PR"[..n] {
+        return Box::pin(serve_auto(stream, &builders.auto, handler, draining)).await;
+    }
+    let service = |cycle: Arc<keep_alive::Cycle>| {
+        let handler = &handler;
+        service_fn(move |req: Request<Incoming>| {
+            cycle.request_started(&req);
+            let cycle = cycle.clone();
+            let response = handler.handle(req);
+            async move { Ok::<_, Infallible>(response.await?.map(|b| Tracked::new(b, cycle))) }
+        })
+    };
+    keep_alive::serve(
+        stream,
+        &builders.http1,
+        builders.idle_timeout,
+        keep_alive::RELEASE_AFTER,
+        draining,
+        service,
+    )
+    .await;
+}
+
+async fn serve_tls(
+    stream: TcpStream,
+    acceptor: TlsAcceptor,
+    builders: &Builders,
+    handler: Handler,
+    draining: watch::Receiver<bool>,
+) {
+    match tokio::time::timeout(builders.idle_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => serve_auto(stream, &builders.auto, handler, draining).await,
+        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+        Err(_) => tracing::debug!("TLS handshake timed out"),
+    }
+}
+
+/// TLS (HTTP/2 or HTTP/1.1 by ALPN) and HTTP/2 with prior knowledge: one hyper connection
+/// for the life of the client connection.
+async fn serve_auto<I>(
     io: I,
-    service: S,
-    watcher: Watcher,
+    builder: &auto::Builder<TokioExecutor>,
+    handler: Handler,
+    mut draining: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<
-            hyper::Request<Incoming>,
-            Response = hyper::Response<crate::web::respond::ProxyBody>,
-            Error = Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
 {
+    let service = service_fn(move |req| handler.handle(req));
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    if let Err(error) = watcher.watch(connection.into_owned()).await {
+    tokio::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        () = until_draining(&mut draining) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = served {
         tracing::debug!(%error, "client connection ended with an error");
     }
 }
 
-fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout.0)
-        .max_buf_size(config.max_header_bytes as usize)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(config.max_header_bytes)
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20));
-    builder
+/// Returns once the serving thread starts draining (or is gone).
+async fn until_draining(draining: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns must not live across an await of the connection task.
+    let _ = draining.wait_for(|draining| *draining).await;
+}
+
+/// hyper's settings for client connections, made once per serving thread.
+struct Builders {
+    auto: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+    /// How long a connection may sit without a request (and a TLS handshake may take).
+    idle_timeout: Duration,
+}
+
+impl Builders {
+    fn new(config: &ServerConfig) -> Self {
+        let idle_timeout = config.header_read_timeout.0;
+        let max_buf = config.max_header_bytes as usize;
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(idle_timeout)
+            .max_buf_size(max_buf)
+            .keep_alive(true);
+        auto.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(config.max_header_bytes)
+            .max_concurrent_streams(256)
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(idle_timeout)
+            .max_buf_size(max_buf)
+            .keep_alive(true);
+        Self {
+            auto,
+            http1,
+            idle_timeout,
+        }
+    }
 }
 
 /// How many serving threads to run when the config does not say: the cores this process may
