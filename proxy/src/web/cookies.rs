@@ -146,7 +146,8 @@ pub fn upstream_cookie(headers: &HeaderMap, names: &CookieNames) -> Option<Heade
         return None;
     }
     // `kept` holds bytes of valid header values joined by "; ", so this only re-checks them.
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(kept)).ok()
+    // Boxed first: `Bytes` takes a vector with spare capacity only by allocating a header.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(kept.into_boxed_slice())).ok()
 }
 
 /// `Set-Cookie` values that store `sealed` as the session (one cookie, or chunks when it is

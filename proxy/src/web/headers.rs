@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 use crate::config::IdentityHeaders;
@@ -115,32 +115,20 @@ impl HeaderRules {
         peer: &Peer,
         identity: Option<&IdentityValues>,
     ) {
-        let mut doomed: Vec<HeaderName> = Vec::new();
-        for name in headers.keys() {
-            let n = name.as_str();
-            if !self.may_drop[usize::from(n.as_bytes()[0])] {
-                continue;
-            }
-            let drop = is_hop_by_hop(n)
-                || is_framing_look_alike(n)
-                || self.is_identity(n)
-                || (!peer.trusted && FORWARDING.iter().any(|f| eq_dash_underscore(n, f)));
-            if drop {
-                doomed.push(name.clone());
-            }
-        }
-        // Headers named in `Connection` are hop-by-hop too (only meaningful for HTTP/1.1).
-        for value in headers.get_all(header::CONNECTION) {
-            for token in value.to_str().unwrap_or("").split(',') {
-                if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes())
-                    && !matches!(name.as_str(), "close" | "keep-alive" | "upgrade")
-                {
-                    doomed.push(name);
-                }
-            }
-        }
-        for name in doomed {
-            headers.remove(name);
+        // In place: hyper's map has room for our few headers, and a browser request usually
+        // loses only `Connection`; copying every header into a new map measured slower.
+        let listed = connection_listed(headers);
+        // `remove` moves the last entry into the freed slot, so the scan resumes at that slot.
+        let mut from = 0;
+        while let Some((i, name)) = headers
+            .keys()
+            .enumerate()
+            .skip(from)
+            .find(|(_, name)| self.drops(name, peer, &listed))
+        {
+            let name = name.clone();
+            headers.remove(&name);
+            from = i;
         }
 
         if let Some(id) = identity {
@@ -161,21 +149,31 @@ impl HeaderRules {
         const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
         const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
         // A trusted proxy's list is extended; anyone else's was removed above.
-        let chain = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
-            Some(prior) if peer.trusted => {
-                HeaderValue::from_str(&format!("{prior}, {}", peer.addr)).ok()
-            }
-            _ => None,
+        let prior = peer.trusted.then(|| headers.get(&XFF)).flatten();
+        let chain = match prior.and_then(|v| v.to_str().ok()) {
+            Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", peer.addr)).ok(),
+            None => None,
         };
         headers.insert(XFF, chain.unwrap_or_else(|| peer.addr_value.clone()));
-        if !headers.contains_key(&XFP) {
-            headers.insert(XFP, HeaderValue::from_static(peer.scheme));
+        // One lookup each: `entry` finds the slot it fills.
+        headers
+            .entry(XFP)
+            .or_insert_with(|| HeaderValue::from_static(peer.scheme));
+        let host = headers.get(header::HOST).cloned();
+        if let (Entry::Vacant(slot), Some(host)) = (headers.entry(XFH), host) {
+            slot.insert(host);
         }
-        if !headers.contains_key(&XFH)
-            && let Some(host) = headers.get(header::HOST).cloned()
-        {
-            headers.insert(XFH, host);
-        }
+    }
+
+    /// Whether a client header must not reach the upstream.
+    fn drops(&self, name: &HeaderName, peer: &Peer, listed: &[HeaderName]) -> bool {
+        let n = name.as_str();
+        let by_rule = self.may_drop[usize::from(n.as_bytes()[0])]
+            && (is_hop_by_hop(n)
+                || is_framing_look_alike(n)
+                || self.is_identity(n)
+                || (!peer.trusted && FORWARDING.iter().any(|f| eq_dash_underscore(n, f))));
+        by_rule || listed.contains(name)
     }
 
     fn is_identity(&self, name: &str) -> bool {
@@ -197,6 +195,26 @@ pub fn prepare_response(headers: &mut HeaderMap, switching_protocols: bool) {
     for name in doomed {
         headers.remove(name);
     }
+}
+
+/// Headers the client named in `Connection`: hop-by-hop too (only meaningful for HTTP/1.1).
+/// Empty, without allocating, for the usual `keep-alive`, `close` or `upgrade`.
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut listed = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.to_str().unwrap_or("").split(',') {
+            let token = token.trim();
+            // Checked before parsing: `keep-alive` is no standard name, so parsing allocates.
+            let usual = ["close", "keep-alive", "upgrade"];
+            if usual.iter().any(|u| token.eq_ignore_ascii_case(u)) {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                listed.push(name);
+            }
+        }
+    }
+    listed
 }
 
 fn is_hop_by_hop(name: &str) -> bool {
@@ -352,6 +370,74 @@ mod tests {
             h["x-forwarded-for"], "127.0.0.1",
             "mapped IPv4 printed canonically"
         );
+    }
+
+    #[test]
+    fn every_dropped_header_goes_however_they_interleave() {
+        // Removal moves the last entry into the freed slot; the scan must still see it.
+        let r = rules(&[]);
+        let mut h = map(&[
+            ("te", "trailers"),
+            ("a", "1"),
+            ("x_auth_request_user", "m"),
+            ("b", "1"),
+            ("b", "2"),
+            ("x-real-ip", "1.2.3.4"),
+            ("c", "1"),
+            ("connection", "Keep-Alive, X-Listed, close"),
+            ("x-listed", "1"),
+            ("forwarded", "for=x"),
+            ("c", "2"),
+        ]);
+        r.prepare_request(&mut h, &r.peer("192.0.2.1".parse().unwrap(), "http"), None);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["a", "b", "c", "x-forwarded-for", "x-forwarded-proto"]
+        );
+        let values = |n: &str| h.get_all(n).iter().cloned().collect::<Vec<_>>();
+        assert_eq!(
+            values("b"),
+            ["1", "2"],
+            "values of one name keep their order"
+        );
+        assert_eq!(values("c"), ["1", "2"]);
+    }
+
+    #[test]
+    fn a_trusted_proxy_keeps_its_forwarded_proto_and_host() {
+        let r = rules(&["10.0.0.0/8"]);
+        let mut h = map(&[
+            ("host", "internal:8080"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-for", "198.51.100.1"),
+            ("x-forwarded-host", "app.example.com"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        r.prepare_request(&mut h, &r.peer("10.1.2.3".parse().unwrap(), "http"), None);
+        // The first list is extended and replaces the others, as before.
+        let xff: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(xff, ["203.0.113.9, 10.1.2.3"]);
+        assert_eq!(h["x-forwarded-host"], "app.example.com");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h.len(), 4);
+    }
+
+    #[test]
+    fn a_host_named_in_connection_is_not_forwarded_as_x_forwarded_host() {
+        let r = rules(&[]);
+        let mut h = map(&[("connection", "host"), ("host", "app.example.com")]);
+        r.prepare_request(&mut h, &r.peer("192.0.2.1".parse().unwrap(), "http"), None);
+        assert!(h.get("host").is_none() && h.get("x-forwarded-host").is_none());
+    }
+
+    #[test]
+    fn usual_connection_tokens_name_nothing() {
+        let h = map(&[("connection", "Keep-Alive, CLOSE , upgrade,,")]);
+        assert!(connection_listed(&h).is_empty());
+        let h = map(&[("connection", "keep-alive, X-Secret, bad name")]);
+        assert_eq!(connection_listed(&h), ["x-secret"]);
     }
 
     #[test]
