@@ -171,6 +171,7 @@ impl App {
             self.config.session.keyring_poll.0,
         ));
 
+        control.spawn(server::trim::run());
         if let Some(store) = self.passkey_store.clone() {
             control.spawn(reload_store(store));
         }

@@ -317,6 +317,7 @@ pub async fn serve<S, B, F>(
             return;
         }
         stream = io.stream;
+        super::trim::note_release();
         // Even empty, the `Bytes` hyper hands back keeps its whole read buffer alive.
         read_ahead = match parts.read_buf.is_empty() {
             true => Bytes::new(),

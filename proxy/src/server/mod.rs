@@ -36,6 +36,7 @@ use crate::web::respond::ProxyBody;
 use keep_alive::Tracked;
 
 mod keep_alive;
+pub(crate) mod trim;
 
 /// Why TLS could not be set up from the configured files.
 #[derive(Debug, thiserror::Error)]
