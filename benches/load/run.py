@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 import http.client
+import importlib.util
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,12 @@ def ensure_tools(args) -> dict:
         subprocess.run(["apt-get", "update", "-qq"], check=True)
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
+    # The plot's library, from PyPI for the Python running this script (smoke runs plot too,
+    # so the plotting code cannot rot).
+    if importlib.util.find_spec("matplotlib") is None:
+        log("installing matplotlib with pip")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        "matplotlib"], check=True)
     # The fixed-rate client is ours (wrk2 is not in Debian); smoke runs use the debug build.
     profile = [] if args.smoke else ["--release"]
     subprocess.run(["nice", "-n", "5", "cargo", "build", "-q", *profile, "-p", "vouchrs-benches", "--bin", "loadgen"],
