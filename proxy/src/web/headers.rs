@@ -118,18 +118,7 @@ impl HeaderRules {
         // In place: hyper's map has room for our few headers, and a browser request usually
         // loses only `Connection`; copying every header into a new map measured slower.
         let listed = connection_listed(headers);
-        // `remove` moves the last entry into the freed slot, so the scan resumes at that slot.
-        let mut from = 0;
-        while let Some((i, name)) = headers
-            .keys()
-            .enumerate()
-            .skip(from)
-            .find(|(_, name)| self.drops(name, peer, &listed))
-        {
-            let name = name.clone();
-            headers.remove(&name);
-            from = i;
-        }
+        remove_where(headers, |name| self.drops(name, peer, &listed));
 
         if let Some(id) = identity {
             headers.insert(self.user.clone(), id.user.clone());
@@ -185,15 +174,25 @@ impl HeaderRules {
 
 /// Drops hop-by-hop headers from an upstream response (a `101` keeps its `Upgrade`).
 pub fn prepare_response(headers: &mut HeaderMap, switching_protocols: bool) {
-    let mut doomed: Vec<HeaderName> = Vec::new();
-    for name in headers.keys() {
+    remove_where(headers, |name| {
         let n = name.as_str();
-        if is_hop_by_hop(n) && !(switching_protocols && (n == "upgrade" || n == "connection")) {
-            doomed.push(name.clone());
-        }
-    }
-    for name in doomed {
-        headers.remove(name);
+        is_hop_by_hop(n) && !(switching_protocols && (n == "upgrade" || n == "connection"))
+    });
+}
+
+/// Removes every header whose name `doomed` picks, in one scan of the map.
+fn remove_where(headers: &mut HeaderMap, mut doomed: impl FnMut(&HeaderName) -> bool) {
+    // `remove` moves the last entry into the freed slot, so the scan resumes at that slot.
+    let mut from = 0;
+    while let Some((i, name)) = headers
+        .keys()
+        .enumerate()
+        .skip(from)
+        .find(|(_, name)| doomed(name))
+    {
+        let name = name.clone();
+        headers.remove(&name);
+        from = i;
     }
 }
 
